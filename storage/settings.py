@@ -1,0 +1,144 @@
+"""The one settings object, read from LIKENESS_* environment variables and an optional .env file."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+from typing import Annotated, Literal
+
+from pydantic import Field, SecretStr, ValidationError, field_validator, model_validator
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+
+ENV_PREFIX = "LIKENESS_"
+REAL_FAMILIES = ("sd15", "sdxl", "flux")
+TINY_FAMILIES = ("tiny-sd15", "tiny-sdxl", "tiny-flux")
+Family = Literal["sd15", "sdxl", "flux", "tiny-sd15", "tiny-sdxl", "tiny-flux"]
+_DEVICE = re.compile(r"^(auto|cpu|cuda(:\d+)?|mps)$")
+
+IdList = Annotated[list[int], NoDecode]
+WordList = Annotated[list[str], NoDecode]
+
+
+class SettingsError(Exception):
+    """A bad or missing setting; the message is one line that names the variable."""
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(
+        env_prefix=ENV_PREFIX, env_file=".env", env_file_encoding="utf-8", extra="ignore", frozen=True
+    )
+
+    # Secret: no default value, never logged (SecretStr hides it in repr and str).
+    discord_token: SecretStr | None = None
+
+    data_dir: Path = Path("data")
+    model_family: Family = "tiny-sd15"
+    model_path: str | None = None  # hub id or local folder; required for real families
+    device: str = "auto"
+    # BLIP captioning weights; used only when this folder exists.
+    caption_model_path: Path | None = None
+
+    # Limits.
+    min_photos_per_subject: int = Field(2, ge=1, le=100)
+    max_photos_per_subject: int = Field(20, ge=1, le=200)
+    max_upload_bytes: int = Field(10 * 1024 * 1024, ge=1024)
+    max_queued_generations_per_user: int = Field(3, ge=1, le=100)
+    max_training_jobs_per_user: int = Field(1, ge=1, le=10)
+    generation_cooldown_s: float = Field(3.0, ge=0)
+    adapter_cache_size: int = Field(4, ge=1, le=64)
+    train_steps: int | None = Field(None, ge=1, le=100_000)
+
+    # Who may use the bot.
+    allowed_guild_ids: IdList = []
+    admin_user_ids: IdList = []
+    sync_commands_globally: bool = False
+    prompt_blocklist: WordList = []
+
+    # Worker supervision and the job queue.
+    worker_lease_s: float = Field(60.0, gt=0)
+    worker_poll_s: float = Field(0.5, gt=0)
+    job_max_attempts: int = Field(3, ge=1, le=20)
+    progress_edit_interval_s: float = Field(5.0, ge=0.5)
+
+    log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
+
+    @field_validator("allowed_guild_ids", "admin_user_ids", mode="before")
+    @classmethod
+    def _split_ids(cls, value: object) -> object:
+        if isinstance(value, str):
+            return [part for part in re.split(r"[,\s]+", value.strip("[] ")) if part]
+        return value
+
+    @field_validator("prompt_blocklist", mode="before")
+    @classmethod
+    def _split_words(cls, value: object) -> object:
+        if isinstance(value, str):
+            return [part.strip().lower() for part in value.split(",") if part.strip()]
+        return value
+
+    @field_validator("device")
+    @classmethod
+    def _check_device(cls, value: str) -> str:
+        if not _DEVICE.match(value):
+            raise ValueError("must be auto, cpu, cuda, cuda:N or mps")
+        return value
+
+    @model_validator(mode="after")
+    def _check_model(self) -> Settings:
+        if self.model_family in REAL_FAMILIES and not self.model_path:
+            raise ValueError(
+                f"model_path: family {self.model_family} needs LIKENESS_MODEL_PATH "
+                "(a Hugging Face hub id or a local folder)"
+            )
+        if self.min_photos_per_subject > self.max_photos_per_subject:
+            raise ValueError("min_photos_per_subject: must not exceed LIKENESS_MAX_PHOTOS_PER_SUBJECT")
+        return self
+
+    # Derived locations.
+    @property
+    def database_path(self) -> Path:
+        return self.data_dir / "likeness.sqlite3"
+
+    @property
+    def store_dir(self) -> Path:
+        return self.data_dir / "store"
+
+    @property
+    def models_dir(self) -> Path:
+        return self.data_dir / "models"
+
+    @property
+    def cache_dir(self) -> Path:
+        return self.data_dir / "cache"
+
+    @property
+    def is_tiny_model(self) -> bool:
+        return self.model_family in TINY_FAMILIES
+
+    @property
+    def base_model_id(self) -> str:
+        """What identifies the base weights: the tiny family name or the configured path."""
+        return self.model_path or self.model_family
+
+    def is_admin(self, user_id: int) -> bool:
+        return user_id in self.admin_user_ids
+
+
+def _describe(error: dict) -> str:
+    location = [str(part) for part in error.get("loc", ()) if part not in ("__root__",)]
+    message = str(error.get("msg", "invalid value")).removeprefix("Value error, ")
+    if not location and ":" in message:
+        field, _, message = message.partition(":")
+        location = [field.strip()]
+        message = message.strip()
+    name = ENV_PREFIX + location[0].upper() if location else "settings"
+    return f"{name}: {message}"
+
+
+def load_settings(**overrides: object) -> Settings:
+    """Build the settings, turning a validation failure into one clear line."""
+    try:
+        return Settings(**overrides)
+    except ValidationError as exc:
+        first = exc.errors(include_url=False, include_input=False)[0]
+        raise SettingsError(_describe(first)) from None
