@@ -120,6 +120,19 @@ class Settings(BaseSettings):
         """What identifies the base weights: the tiny family name or the configured path."""
         return self.model_path or self.model_family
 
+    def worker_env(self) -> dict[str, str]:
+        """These settings as LIKENESS_* variables for the worker process. The Discord token is left out."""
+        env = {}
+        for name, value in self.model_dump(exclude={"discord_token"}).items():
+            if value is None:
+                continue
+            if isinstance(value, list):
+                value = ",".join(str(v) for v in value)
+            elif isinstance(value, Path):
+                value = value.resolve()
+            env[ENV_PREFIX + name.upper()] = str(value)
+        return env
+
     def is_admin(self, user_id: int) -> bool:
         return user_id in self.admin_user_ids
 

@@ -1,0 +1,127 @@
+"""The worker loop: claiming, leases, progress, cancel, shutdown and preemption by generation jobs."""
+
+import threading
+import time
+
+from storage import jobs
+from storage.db import connect
+from storage.settings import Settings
+from trainer.worker import JobError, JobOutcome, Worker
+
+
+def _settings(tmp_path, **extra) -> Settings:
+    return Settings(data_dir=tmp_path, worker_lease_s=extra.pop("worker_lease_s", 5.0), worker_poll_s=0.05, **extra)
+
+
+def test_runs_jobs_in_priority_order_and_records_results(tmp_path):
+    seen = []
+
+    def handler(ctx):
+        seen.append(ctx.job.kind)
+        return JobOutcome("succeeded", result={"kind": ctx.job.kind})
+
+    worker = Worker(_settings(tmp_path), {"train": handler, "generate": handler}, owner="w1")
+    train = jobs.enqueue_job(worker.conn, "train", {})
+    gen = jobs.enqueue_job(worker.conn, "generate", {})
+    assert worker.run(until_idle=True) == 2
+    assert seen == ["generate", "train"]
+    assert jobs.get_job(worker.conn, train).result == {"kind": "train"}
+    assert jobs.get_job(worker.conn, gen).state == "succeeded"
+
+
+def test_job_error_becomes_the_users_message_and_crashes_stay_private(tmp_path):
+    def plain(ctx):
+        raise JobError("photo 2 is missing from the store; upload it again.")
+
+    def crash(ctx):
+        raise KeyError("/secret/internal/path")
+
+    worker = Worker(_settings(tmp_path), {"train": plain, "generate": crash}, owner="w1")
+    a = jobs.enqueue_job(worker.conn, "train", {})
+    b = jobs.enqueue_job(worker.conn, "generate", {})
+    worker.run(until_idle=True)
+    assert jobs.get_job(worker.conn, a).error == "photo 2 is missing from the store; upload it again."
+    failed = jobs.get_job(worker.conn, b)
+    assert failed.state == "failed" and "/secret" not in failed.error and "worker log" in failed.error
+
+
+def test_unknown_kind_fails_clearly(tmp_path):
+    worker = Worker(_settings(tmp_path), {}, owner="w1")
+    job_id = jobs.enqueue_job(worker.conn, "class_images", {})
+    worker.run(until_idle=True)
+    assert "cannot run class_images" in jobs.get_job(worker.conn, job_id).error
+
+
+def test_progress_reaches_the_job_row_and_cancel_reaches_the_handler(tmp_path):
+    settings = _settings(tmp_path, worker_lease_s=0.3)
+    observed = {}
+
+    def slow_training(ctx):
+        for step in range(1, 200):
+            ctx.lease.report(step=step, total=200, message="training")
+            if ctx.stop_reason() == "cancel":
+                observed["stopped_at"] = step
+                return JobOutcome("cancelled")
+            time.sleep(0.02)
+        return JobOutcome("succeeded")
+
+    worker = Worker(settings, {"train": slow_training}, owner="w1")
+    job_id = jobs.enqueue_job(worker.conn, "train", {})
+    runner = threading.Thread(target=worker.run, kwargs={"until_idle": True})
+    runner.start()
+    watcher = connect(settings.database_path)
+    deadline = time.time() + 20
+    while jobs.get_job(watcher, job_id).step < 5 and time.time() < deadline:
+        time.sleep(0.02)
+    assert jobs.get_job(watcher, job_id).message == "training"
+    assert jobs.request_cancel(watcher, job_id) == "requested"
+    runner.join(timeout=30)
+    job = jobs.get_job(watcher, job_id)
+    assert job.state == "cancelled"
+    assert observed["stopped_at"] < 200
+
+
+def test_stop_releases_the_job_without_spending_an_attempt(tmp_path):
+    def training(ctx):
+        ctx.worker.request_stop()  # as SIGTERM would
+        assert ctx.stop_reason() == "shutdown"
+        return JobOutcome("released", error="paused for restart; will resume from step 3")
+
+    worker = Worker(_settings(tmp_path), {"train": training}, owner="w1")
+    job_id = jobs.enqueue_job(worker.conn, "train", {})
+    worker.run()
+    job = jobs.get_job(worker.conn, job_id)
+    assert (job.state, job.attempts, job.message) == ("queued", 0, "paused for restart; will resume from step 3")
+
+
+def test_waiting_generations_run_between_training_steps(tmp_path):
+    order = []
+
+    def generate(ctx):
+        order.append(("generate", ctx.job.id))
+        return JobOutcome("succeeded")
+
+    def training(ctx):
+        for step in range(3):
+            order.append(("train-step", step))
+            if step == 0:
+                jobs.enqueue_job(ctx.conn, "generate", {})
+            ctx.worker._last_preempt_check = 0  # no throttling in the test
+            ctx.between_steps()
+        return JobOutcome("succeeded")
+
+    worker = Worker(_settings(tmp_path), {"train": training, "generate": generate}, owner="w1")
+    jobs.enqueue_job(worker.conn, "train", {})
+    worker.run(until_idle=True)
+    assert order[:3] == [("train-step", 0), ("generate", 2), ("train-step", 1)]
+
+
+def test_a_job_left_by_a_dead_worker_is_picked_up(tmp_path):
+    settings = _settings(tmp_path)
+    conn = connect(settings.database_path)
+    job_id = jobs.enqueue_job(conn, "train", {})
+    jobs.claim_next_job(conn, "dead-worker", -1)  # its lease has already run out
+    worker = Worker(settings, {"train": lambda ctx: JobOutcome("succeeded", result={"attempt": ctx.job.attempts})},
+                    owner="w2")
+    worker.run(until_idle=True)
+    assert jobs.get_job(conn, job_id).result == {"attempt": 2}

@@ -1,0 +1,48 @@
+"""`python -m trainer`: the GPU worker process. The bot starts and supervises it; it can also be run by hand."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import signal
+import sys
+
+from storage.logs import configure_logging
+from storage.settings import SettingsError, load_settings
+
+log = logging.getLogger("trainer")
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(prog="python -m trainer", description="Likeness GPU worker")
+    parser.add_argument("--owner", help="lease owner name (the supervisor sets it so it can requeue on a crash)")
+    parser.add_argument("--until-idle", action="store_true", help="exit when the queue is empty")
+    return parser.parse_args(argv)
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    try:
+        settings = load_settings()
+    except SettingsError as exc:
+        print(f"likeness worker: {exc}", file=sys.stderr)
+        return 2
+    token = settings.discord_token.get_secret_value() if settings.discord_token else ""
+    configure_logging(settings.log_level, secrets=[token])
+
+    from trainer.worker import Worker  # after logging, so model-library warnings are formatted
+
+    worker = Worker(settings, owner=args.owner)
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(sig, lambda *_: worker.request_stop())
+    log.info("worker %s started on %s (%s)", worker.owner, settings.model_family, settings.device)
+    try:
+        worker.run(until_idle=args.until_idle)
+    finally:
+        worker.close()
+    log.info("worker %s stopped", worker.owner)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,190 @@
+"""The GPU worker: claims jobs from the durable queue and runs them, one at a time.
+
+Generation jobs do not wait for a whole training run: between training steps the trainer calls
+`serve_waiting_generations`, which runs every queued generation job before the next step (checked at most once a
+second, so training pays almost nothing for it).
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import socket
+import threading
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from storage import jobs
+from storage.db import connect
+from storage.files import FileStore
+from storage.settings import Settings
+from trainer.lease import LeaseKeeper
+
+log = logging.getLogger(__name__)
+
+UNEXPECTED = "The worker hit an unexpected error; the host can find the details in the worker log."
+PREEMPT_CHECK_S = 1.0
+
+
+class JobError(Exception):
+    """A job failed for a reason the user should read: the message is one plain sentence."""
+
+
+@dataclass(frozen=True)
+class JobOutcome:
+    state: str  # succeeded, failed, cancelled, or released (back to the queue on shutdown)
+    result: dict[str, Any] | None = None
+    error: str | None = None
+
+
+@dataclass
+class JobContext:
+    """What a handler gets: the job, the shared resources, and the hooks back into the worker."""
+
+    worker: Worker
+    job: jobs.Job
+    lease: LeaseKeeper
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def conn(self):
+        return self.worker.conn
+
+    @property
+    def store(self) -> FileStore:
+        return self.worker.store
+
+    @property
+    def settings(self) -> Settings:
+        return self.worker.settings
+
+    def stop_reason(self) -> str | None:
+        """'cancel' when the user cancelled, 'shutdown' when the worker must stop (or lost the lease)."""
+        if self.lease.cancel_requested:
+            return "cancel"
+        if self.worker.stopping or self.lease.lost:
+            return "shutdown"
+        return None
+
+    def between_steps(self) -> None:
+        self.worker.serve_waiting_generations()
+
+
+Handler = Callable[[JobContext], JobOutcome]
+
+
+def default_owner() -> str:
+    return f"worker-{socket.gethostname()}-{os.getpid()}"
+
+
+class Worker:
+    def __init__(
+        self,
+        settings: Settings,
+        handlers: Mapping[str, Handler] | None = None,
+        *,
+        owner: str | None = None,
+    ) -> None:
+        self.settings = settings
+        self.owner = owner or default_owner()
+        self.conn = connect(settings.database_path)
+        self.store = FileStore(settings.store_dir)
+        self.handlers = dict(handlers) if handlers is not None else _default_handlers()
+        self._stop = threading.Event()
+        self._serving = False
+        self._last_preempt_check = 0.0
+        self.resources: dict[str, Any] = {}  # long-lived things handlers share, e.g. the generation server
+
+    # Lifecycle.
+    @property
+    def stopping(self) -> bool:
+        return self._stop.is_set()
+
+    def request_stop(self) -> None:
+        log.info("stop requested; finishing the current step")
+        self._stop.set()
+
+    def close(self) -> None:
+        for resource in self.resources.values():
+            close = getattr(resource, "close", None)
+            if callable(close):
+                close()
+        self.conn.close()
+
+    def run(self, *, until_idle: bool = False) -> int:
+        """Run jobs until stopped (or, with until_idle, until the queue is empty). Returns how many ran."""
+        self.store.sweep_temp_files()
+        done = 0
+        while not self.stopping:
+            if self.run_next():
+                done += 1
+            elif until_idle:
+                break
+            else:
+                self._stop.wait(self.settings.worker_poll_s)
+        return done
+
+    def run_next(self, kinds: tuple[str, ...] = jobs.KINDS) -> bool:
+        requeued, failed = jobs.requeue_expired(self.conn)
+        if requeued or failed:
+            log.info("requeued %s, gave up %s after expired leases", requeued, failed)
+        job = jobs.claim_next_job(self.conn, self.owner, self.settings.worker_lease_s, kinds)
+        if job is None:
+            return False
+        self.run_job(job)
+        return True
+
+    # One job.
+    def run_job(self, job: jobs.Job) -> JobOutcome:
+        log.info("job %d (%s) attempt %d started", job.id, job.kind, job.attempts)
+        with LeaseKeeper(self.settings.database_path, job.id, self.owner, self.settings.worker_lease_s) as lease:
+            outcome = self._run_handler(JobContext(self, job, lease))
+        self._record(job, outcome)
+        return outcome
+
+    def _run_handler(self, ctx: JobContext) -> JobOutcome:
+        handler = self.handlers.get(ctx.job.kind)
+        if handler is None:
+            return JobOutcome("failed", error=f"This worker cannot run {ctx.job.kind} jobs.")
+        try:
+            return handler(ctx)
+        except JobError as exc:
+            return JobOutcome("failed", error=str(exc))
+        except Exception:
+            log.exception("job %d (%s) crashed", ctx.job.id, ctx.job.kind)
+            return JobOutcome("failed", error=UNEXPECTED)
+
+    def _record(self, job: jobs.Job, outcome: JobOutcome) -> None:
+        if outcome.state == "released":
+            ok = jobs.release_job(self.conn, job.id, self.owner, outcome.error or "paused; will resume")
+        else:
+            ok = jobs.finish_job(self.conn, job.id, self.owner, outcome.state, result=outcome.result,
+                                 error=outcome.error)
+        log.info("job %d finished: %s%s", job.id, outcome.state, "" if ok else " (lease was lost; not recorded)")
+
+    # Preemption by interactive generation.
+    def serve_waiting_generations(self) -> int:
+        """Run queued generation jobs now (called between training steps). Returns how many ran."""
+        now = time.monotonic()
+        if self._serving or self.stopping or now - self._last_preempt_check < PREEMPT_CHECK_S:
+            return 0
+        self._last_preempt_check = now
+        if not jobs.count_waiting(self.conn, ("generate",)):
+            return 0
+        self._serving = True
+        served = 0
+        try:
+            while not self.stopping and self.run_next(("generate",)):
+                served += 1
+        finally:
+            self._serving = False
+        return served
+
+
+def _default_handlers() -> dict[str, Handler]:
+    # Imported here so that importing the worker module stays cheap for tests with their own handlers.
+    from trainer.handlers import HANDLERS
+
+    return dict(HANDLERS)
