@@ -1,0 +1,133 @@
+"""Per-photo captions: the template, sanitising what users type, and optional BLIP captions in the worker.
+
+Torch and transformers' models are imported inside `auto_caption` only, so the bot can import this module.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+import unicodedata
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+log = logging.getLogger(__name__)
+
+# CLIP reads 77 tokens; English averages about 4 characters per token, so 200 characters fit with room to spare.
+MAX_CAPTION_CHARS = 200
+BLIP_PROMPT = "a photo of"
+BLIP_MAX_NEW_TOKENS = 30
+BLIP_BATCH = 8
+WEIGHT_FILES = (
+    "model.safetensors", "pytorch_model.bin", "model.safetensors.index.json", "pytorch_model.bin.index.json",
+)
+# Words BLIP uses for the photographed subject; the first one becomes "<trigger> <class>".
+SUBJECT_WORDS = (
+    "man", "woman", "person", "boy", "girl", "guy", "lady", "child", "kid", "baby", "dog", "puppy", "cat", "kitten",
+)
+# BLIP-large sometimes starts with a made-up word ("arafed", "araffe"); it carries nothing.
+_BLIP_ARTEFACT = re.compile(r"\bara+f+\w*\s*", re.IGNORECASE)
+
+
+@dataclass(frozen=True)
+class CaptionVerdict:
+    ok: bool
+    caption: str  # the cleaned caption (the template when none was given)
+    code: str  # "ok", "template", "missing_trigger", "too_long"
+    message: str
+
+
+def template_caption(trigger: str, class_noun: str) -> str:
+    return f"a photo of {trigger} {class_noun}"
+
+
+def clean_text(raw: str) -> str:
+    """NFKC, control and invisible characters removed (line breaks become spaces), whitespace collapsed."""
+    text = unicodedata.normalize("NFKC", raw)
+    text = "".join(" " if ch in "\t\n\r\v\f\x85\u2028\u2029" else ch for ch in text)
+    text = "".join(ch for ch in text if not unicodedata.category(ch).startswith("C"))
+    return " ".join(text.split())
+
+
+def _trigger_pattern(trigger: str) -> re.Pattern[str]:
+    return re.compile(rf"(?<![a-z0-9]){re.escape(trigger)}(?![a-z0-9])", re.IGNORECASE)
+
+
+def sanitise_caption(raw: str | None, trigger: str, class_noun: str) -> CaptionVerdict:
+    """Clean a user's caption. Blank gives the template; the trigger must appear as a whole word."""
+    text = clean_text(raw or "")
+    if not text:
+        return CaptionVerdict(True, template_caption(trigger, class_noun), "template", "using the standard caption")
+    if len(text) > MAX_CAPTION_CHARS:
+        return CaptionVerdict(
+            False, text, "too_long",
+            f"the caption has {len(text)} characters; keep it under {MAX_CAPTION_CHARS} so the model reads all of it",
+        )
+    pattern = _trigger_pattern(trigger)
+    if not pattern.search(text):
+        return CaptionVerdict(
+            False, text, "missing_trigger",
+            f"the caption must mention your trigger '{trigger}', e.g. '{template_caption(trigger, class_noun)} "
+            "smiling on a beach'",
+        )
+    return CaptionVerdict(True, pattern.sub(trigger, text), "ok", "caption accepted")
+
+
+def _article_for(word: str) -> str:
+    return "an" if word[:1] in "aeiou" else "a"
+
+
+def personalise_caption(generated: str, trigger: str, class_noun: str) -> str:
+    """Turn a generic caption ('a man in a suit') into a training caption ('a photo of a rraj person in a suit')."""
+    text = clean_text(_BLIP_ARTEFACT.sub("", generated or "")).lower()
+    text = text.removeprefix(BLIP_PROMPT).strip(" ,")
+    subject = f"{trigger} {class_noun}"
+    match = re.search(rf"\b(?:(a|an|the)\s+)?({'|'.join(SUBJECT_WORDS)})\b", text)
+    if match:
+        article = _article_for(trigger) if match.group(1) else ""
+        text = f"{BLIP_PROMPT} {text[: match.start()]}{article} {subject}{text[match.end() :]}"
+        text = " ".join(text.split())
+    else:
+        text = f"{template_caption(trigger, class_noun)}, {text}" if text else template_caption(trigger, class_noun)
+    while len(text) > MAX_CAPTION_CHARS and " " in text:
+        text = text.rsplit(" ", 1)[0]
+    verdict = sanitise_caption(text, trigger, class_noun)
+    return verdict.caption if verdict.ok else template_caption(trigger, class_noun)
+
+
+def caption_model_available(model_dir: Path | None) -> bool:
+    return model_dir is not None and Path(model_dir).is_dir() and any(
+        (Path(model_dir) / name).is_file() for name in WEIGHT_FILES
+    )
+
+
+def auto_caption(
+    image_paths: Sequence[Path], model_dir: Path | None, trigger: str, class_noun: str
+) -> list[str] | None:
+    """BLIP captions with the trigger worked in, one per image, when `model_dir` holds BLIP weights; else None
+    (the caller then uses the template). Runs in the worker: it imports torch."""
+    if not caption_model_available(model_dir):
+        return None
+    import torch
+    from PIL import Image
+    from transformers import BlipForConditionalGeneration, BlipProcessor
+
+    device = "cuda" if torch.cuda.is_available() else "cpu"
+    dtype = torch.float16 if device == "cuda" else torch.float32
+    processor = BlipProcessor.from_pretrained(str(model_dir))
+    model = BlipForConditionalGeneration.from_pretrained(str(model_dir), dtype=dtype).to(device).eval()
+    captions: list[str] = []
+    for start in range(0, len(image_paths), BLIP_BATCH):
+        batch_paths = image_paths[start : start + BLIP_BATCH]
+        images = []
+        for path in batch_paths:
+            with Image.open(path) as image:
+                images.append(image.convert("RGB"))
+        inputs = processor(images=images, text=[BLIP_PROMPT] * len(images), return_tensors="pt").to(device, dtype)
+        with torch.inference_mode():
+            output = model.generate(**inputs, max_new_tokens=BLIP_MAX_NEW_TOKENS)
+        texts = processor.batch_decode(output, skip_special_tokens=True)
+        captions.extend(personalise_caption(text, trigger, class_noun) for text in texts)
+    log.info("captioned %d photos with BLIP from %s", len(captions), model_dir)
+    return captions
