@@ -134,3 +134,15 @@ async def test_styles(call):
     assert [(s.name, s.weight) for s in styles] == [("pixel", 0.5)]
     assert (await call(generations.delete_style, "pixel")).sha256 == "cd" * 32
     assert await call(generations.get_style, "pixel") is None
+
+
+async def test_exports_are_recorded_and_old_ones_rotated(call):
+    from storage import exports
+
+    await call(subjects.ensure_user, 1, "ann")
+    first_id, first_key, stale = await call(exports.record_export, 1, 3600)
+    assert first_key == f"users/1/exports/{first_id}.zip" and stale == []
+    second_id, _, stale = await call(exports.record_export, 1, -1)  # everything older than "now + 1 s" is stale
+    assert stale == [first_key]
+    await call(exports.delete_export, second_id)
+    assert await call(lambda c: c.execute("SELECT count(*) FROM exports").fetchone()[0]) == 0

@@ -1,0 +1,127 @@
+"""Checking uploads (in a thread, so Discord is never blocked) and storing the accepted ones.
+
+Accepted photos: the EXIF-free original and the crop go to the file store, then a row. Rejected photos: a row with
+the verdict sentence and no file. The rows are written in the caller's transaction; if it fails, only the files
+this call created are removed, never one that was already there.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import sqlite3
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+from bot.services.errors import ServiceError
+from bot.services.types import Upload
+from storage import photos
+from storage.files import FileStore, photo_crop_key, photo_original_key
+from storage.settings import Settings
+from storage.subjects import Subject
+from trainer.captions import sanitise_caption
+from trainer.photos import IntakeRules, PhotoVerdict, PreparedPhoto, inspect_batch, photo_label
+
+# Class nouns whose photos have no human face to find: a centred square crop is used instead.
+_FACELESS_WORDS = {"dog", "cat", "puppy", "kitten", "pet", "horse", "rabbit", "bird", "parrot", "hamster"}
+
+
+@dataclass(frozen=True)
+class CheckedPhoto:
+    verdict: PhotoVerdict
+    prepared: PreparedPhoto | None  # None when rejected
+    caption: str  # the sanitised caption (or the template)
+
+
+def needs_face(class_noun: str) -> bool:
+    words = class_noun.lower().split()
+    return not any(word in _FACELESS_WORDS or word.endswith(("dog", "cat")) for word in words)
+
+
+def _size_text(size: int) -> str:
+    return f"{size / (1024 * 1024):.0f} MiB"
+
+
+def check_batch_size(settings: Settings, uploads: Sequence[Upload], photos_already: int, trigger: str) -> None:
+    """Refuse a batch that can never fit before spending time on it."""
+    room = settings.max_photos_per_subject - photos_already
+    if len(uploads) > room:
+        if room <= 0:
+            raise ServiceError(
+                "too_many_photos",
+                f"`{trigger}` already has {photos_already} photos, the most a subject can have "
+                f"({settings.max_photos_per_subject}); remove some with /photos remove first.",
+            )
+        raise ServiceError(
+            "too_many_photos",
+            f"You sent {len(uploads)} photos, but `{trigger}` has room for only {room} more "
+            f"(the limit is {settings.max_photos_per_subject}).",
+        )
+    total = sum(len(upload.data) for upload in uploads)
+    limit = settings.max_upload_bytes * settings.max_photos_per_subject  # one file too big gets its own verdict
+    if total > limit:
+        raise ServiceError(
+            "upload_too_large",
+            f"These photos add up to {_size_text(total)}, over the {_size_text(limit)} limit; send smaller copies.",
+        )
+
+
+def _caption_rejection(verdict: PhotoVerdict, message: str) -> PhotoVerdict:
+    label = photo_label(verdict.index, verdict.filename)
+    return PhotoVerdict(verdict.index, verdict.filename, False, "bad_caption", f"{label}: {message}")
+
+
+def _inspect(
+    uploads: Sequence[Upload], rules: IntakeRules, trigger: str, class_noun: str, known: Sequence[str]
+) -> list[CheckedPhoto]:
+    results = inspect_batch([(upload.filename, bytes(upload.data)) for upload in uploads], rules, known)
+    checked = []
+    for upload, result in zip(uploads, results, strict=True):
+        caption = sanitise_caption(upload.caption, trigger, class_noun)
+        if result.prepared is not None and not caption.ok:
+            checked.append(CheckedPhoto(_caption_rejection(result.verdict, caption.message), None, caption.caption))
+        else:
+            checked.append(CheckedPhoto(result.verdict, result.prepared, caption.caption))
+    return checked
+
+
+async def inspect_uploads(
+    settings: Settings, uploads: Sequence[Upload], trigger: str, class_noun: str, known_phashes: Sequence[str]
+) -> list[CheckedPhoto]:
+    """A verdict per upload, in order. CPU-heavy, so it runs in a worker thread."""
+    rules = IntakeRules.for_family(
+        settings.model_family, max_bytes=settings.max_upload_bytes, require_face=needs_face(class_noun)
+    )
+    return await asyncio.to_thread(_inspect, list(uploads), rules, trigger, class_noun, list(known_phashes))
+
+
+def _write_new(store: FileStore, key: str, data: bytes, created: list[str]) -> None:
+    if store.exists(key):
+        return  # the same content is already stored (and may belong to another row): never touch it
+    store.write_bytes(key, data)
+    created.append(key)
+
+
+def store_checked_photos(
+    conn: sqlite3.Connection, store: FileStore, subject: Subject, checked: Sequence[CheckedPhoto], created: list[str]
+) -> None:
+    """Write files and rows for one batch (inside the caller's transaction). `created` collects the new files so
+    the caller can remove them if the transaction fails."""
+    for item in checked:
+        prepared = item.prepared
+        if prepared is None:
+            photos.add_rejected_photo(conn, subject.id, item.verdict.filename, item.verdict.message)
+            continue
+        original_key = photo_original_key(subject.owner_id, subject.id, prepared.sha256, prepared.original_ext)
+        crop_key = photo_crop_key(subject.owner_id, subject.id, prepared.sha256)
+        _write_new(store, original_key, prepared.original, created)
+        _write_new(store, crop_key, prepared.crop, created)
+        photos.add_accepted_photo(
+            conn, subject.id, original_name=item.verdict.filename, sha256=prepared.sha256, phash=prepared.phash,
+            original_path=original_key, crop_path=crop_key, size_bytes=len(prepared.original),
+            width=prepared.width, height=prepared.height, face_box=prepared.face_box, caption=item.caption,
+        )
+
+
+def remove_files(store: FileStore, keys: Sequence[str]) -> None:
+    for key in keys:
+        store.delete(key)

@@ -1,0 +1,65 @@
+"""/share, /unshare and /subjects."""
+
+from __future__ import annotations
+
+import pytest
+
+from bot.services import ServiceError
+from storage import consent, jobs
+from tests.bot.services.conftest import GUILD, add_fake_photos, add_subject, give_adapter, requester
+
+ALICE, BOB, CAROL = 101, 202, 303
+
+
+async def refused(coro) -> ServiceError:
+    with pytest.raises(ServiceError) as error:
+        await coro
+    return error.value
+
+
+async def test_only_the_owner_can_share_and_targets_are_checked(services):
+    await services.db.run(add_subject, BOB, "bbobz")
+    error = await refused(services.sharing.share(requester(ALICE), "bbobz", user_id=CAROL))
+    assert error.code == "no_subject" and "bbobz" in error.message
+    assert (await refused(services.sharing.share(requester(BOB), "bbobz", user_id=BOB))).code == "bad_target"
+    assert (await refused(services.sharing.share(requester(BOB), "bbobz"))).code == "bad_target"
+    both = services.sharing.share(requester(BOB), "bbobz", user_id=ALICE, guild_id=GUILD)
+    assert (await refused(both)).code == "bad_target"
+
+
+async def test_share_creates_the_grantee_and_unshare_revokes(services):
+    subject = await services.db.run(add_subject, BOB, "bbobz")
+    first = await services.sharing.share(requester(BOB), "BBOBZ", user_id=CAROL)
+    again = await services.sharing.share(requester(BOB), "bbobz", user_id=CAROL)
+    assert first.changed and not again.changed and first.trigger == "bbobz"
+    assert await services.db.run(consent.may_use, CAROL, None, subject.id)
+    await services.sharing.unshare(requester(BOB), "bbobz", user_id=CAROL)
+    assert not await services.db.run(consent.may_use, CAROL, None, subject.id)
+    error = await refused(services.sharing.unshare(requester(BOB), "bbobz", user_id=CAROL))
+    assert error.code == "not_shared"
+
+
+async def test_subjects_lists_mine_and_shared_with_adapter_metrics_and_state(services):
+    mine = await services.db.run(add_subject, ALICE, "rraj")
+    await services.db.run(add_fake_photos, mine, 3)
+    metrics = {"identity_similarity": 0.71, "fallback": "no face model installed; CLIP similarity instead"}
+    adapter = await services.db.run(give_adapter, services.store, mine, metrics=metrics)
+    newer = await services.db.run(give_adapter, services.store, mine, metrics={"identity_similarity": 0.8})
+    pending = await services.db.run(add_subject, ALICE, "zqmira")
+    await services.db.run(lambda c: jobs.enqueue_job(c, "train", {"subject_ids": [pending.id]}, user_id=ALICE))
+    theirs = await services.db.run(add_subject, BOB, "bbobz")
+    await services.db.run(give_adapter, services.store, theirs, metrics=metrics)
+    await services.db.run(add_subject, BOB, "bbzecret")
+    await services.sharing.share(requester(BOB), "bbobz", guild_id=GUILD)
+    await services.sharing.share(requester(ALICE), "rraj", user_id=CAROL)
+
+    view = await services.sharing.subjects(requester(ALICE))
+    by_trigger = {info.trigger: info for info in view.mine}
+    assert set(by_trigger) == {"rraj", "zqmira"} and [s.trigger for s in view.shared] == ["bbobz"]
+    rraj = by_trigger["rraj"]
+    assert rraj.state == "ready" and rraj.adapter_id == newer.id and rraj.adapter_version == adapter.version + 1
+    assert rraj.photos == 3 and rraj.shared_with_users == (CAROL,) and rraj.metrics == {"identity_similarity": 0.8}
+    assert by_trigger["zqmira"].state == "queued" and by_trigger["zqmira"].adapter_id is None
+    shared = view.shared[0]
+    assert shared.label == metrics["fallback"] and shared.metrics["identity_similarity"] == 0.71
+    assert shared.photos is None and shared.shared_with_guilds == ()  # the owner's details stay private

@@ -1,0 +1,82 @@
+"""The supervisor keeps the worker process alive: kill -9 it mid-training and the job still finishes."""
+
+import asyncio
+import os
+import signal
+import time
+
+import pytest
+
+from storage import jobs
+from storage.db import AsyncDatabase
+from bot.supervisor import WorkerSupervisor
+from tests.trainer.job_fixtures import add_subject, make_world
+
+
+async def _wait(predicate, timeout: float, what: str):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = await predicate()
+        if value:
+            return value
+        await asyncio.sleep(0.2)
+    raise AssertionError(f"timed out waiting for {what}")
+
+
+@pytest.mark.slow
+async def test_a_killed_worker_is_restarted_and_the_job_resumes(tmp_path):
+    world = make_world(tmp_path, worker_lease_s=30.0)  # long lease: recovery must not wait for it
+    subject = add_subject(world, 1, "rraj")
+    payload = {"subject_ids": [subject.id], "family": "tiny-sd15", "base_model": "tiny-sd15",
+               "overrides": {"steps": 8, "num_class_images": 2, "checkpoint_every": 2, "preview_every": 0}}
+    job_id = jobs.enqueue_job(world.conn, "train", payload, user_id=1)
+    db = await AsyncDatabase.open(world.settings.database_path)
+    supervisor = WorkerSupervisor(world.settings, db, min_backoff_s=0.2, stop_timeout_s=60)
+    supervisor.start()
+    try:
+        async def at_step_four():
+            job = await db.run(jobs.get_job, job_id)
+            return job.step >= 4 and job.state == "running"
+
+        await _wait(at_step_four, 600, "training to reach step 4")
+        first_pid = supervisor.state.pid
+        os.kill(first_pid, signal.SIGKILL)
+
+        async def finished():
+            job = await db.run(jobs.get_job, job_id)
+            return job if job.finished else None
+
+        job = await _wait(finished, 600, "the job to finish after the restart")
+        assert job.state == "succeeded", job.error
+        assert job.attempts == 2
+        assert supervisor.state.starts >= 2 and supervisor.state.pid != first_pid
+        assert supervisor.state.last_exit_code == -signal.SIGKILL
+    finally:
+        await supervisor.stop()
+        await db.close()
+
+
+@pytest.mark.slow
+async def test_stop_sends_sigterm_and_the_worker_releases_its_job(tmp_path):
+    world = make_world(tmp_path, worker_lease_s=30.0)
+    subject = add_subject(world, 1, "rraj")
+    payload = {"subject_ids": [subject.id], "family": "tiny-sd15", "base_model": "tiny-sd15",
+               "overrides": {"steps": 400, "num_class_images": 2, "checkpoint_every": 0, "preview_every": 0}}
+    job_id = jobs.enqueue_job(world.conn, "train", payload, user_id=1)
+    db = await AsyncDatabase.open(world.settings.database_path)
+    supervisor = WorkerSupervisor(world.settings, db, min_backoff_s=0.2, stop_timeout_s=120)
+    supervisor.start()
+    try:
+        async def training():
+            job = await db.run(jobs.get_job, job_id)
+            return job.step >= 2
+
+        await _wait(training, 600, "training to start")
+        await supervisor.stop()
+        job = await db.run(jobs.get_job, job_id)
+        assert job.state == "queued" and job.attempts == 0  # released, not failed
+        assert "resume" in job.message
+        assert supervisor.state.last_exit_code == 0
+    finally:
+        await supervisor.stop()
+        await db.close()
