@@ -61,7 +61,10 @@ class WorkerSupervisor:
         owner = f"worker-{os.getpid()}-{self.state.starts}"
         env = {**os.environ, **self.settings.worker_env()}
         env.pop("LIKENESS_DISCORD_TOKEN", None)  # the worker never needs the secret
-        process = await asyncio.create_subprocess_exec(*self._command(owner), env=env)
+        nice = self.settings.worker_nice
+        process = await asyncio.create_subprocess_exec(
+            *self._command(owner), env=env, preexec_fn=(lambda: os.nice(nice)) if nice else None
+        )
         self.state.pid, self.state.owner = process.pid, owner
         log.info("worker started (pid %d, owner %s)", process.pid, owner)
         self.started.set()

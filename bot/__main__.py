@@ -1,0 +1,234 @@
+"""`python -m bot`: the Discord bot when LIKENESS_DISCORD_TOKEN is set, else the offline console.
+
+    python -m bot                                # Discord with a token; without one, the tiny-sd15 console
+    python -m bot console [--model tiny-sd15] [--out DIR] [--worker subprocess|thread|none] [--script FILE]
+    python -m bot demo-photos DIR                # two sample face photos to try training with
+
+Dependencies are built once here (settings, logging, database, file store, services, worker supervisor) and passed
+in; shutdown closes them in reverse order. SIGTERM stops the bot first, then the worker, which checkpoints its step.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import inspect
+import logging
+import os
+import signal
+import sys
+import threading
+from contextlib import suppress
+from pathlib import Path
+
+from pydantic import SecretStr, ValidationError
+from pydantic_settings import BaseSettings
+
+from storage.logs import configure_logging
+from storage.settings import REAL_FAMILIES, TINY_FAMILIES, Settings, SettingsError, load_settings
+
+log = logging.getLogger("bot")
+
+DEMO_MODEL = "tiny-sd15"
+NO_TOKEN_LINE = (f"No Discord token configured (LIKENESS_DISCORD_TOKEN): starting the offline console on the "
+                 f"{DEMO_MODEL} demo model. Type `help`.")
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(prog="python -m bot", description="Likeness: Discord bot and console")
+    modes = parser.add_subparsers(dest="mode")
+    console = modes.add_parser("console", help="run the commands in a terminal (no Discord needed)")
+    console.add_argument("--model", choices=TINY_FAMILIES + REAL_FAMILIES,
+                         help="model family (default: LIKENESS_MODEL_FAMILY)")
+    console.add_argument("--out", type=Path, default=Path("out"), help="where output files go (default ./out)")
+    console.add_argument("--worker", choices=("subprocess", "thread", "none"), default="subprocess",
+                         help="how the GPU worker runs (default: a supervised subprocess)")
+    console.add_argument("--script", type=Path, help="read commands from this file instead of stdin")
+    demo = modes.add_parser("demo-photos", help="write two sample face photos to try /train with")
+    demo.add_argument("dir", type=Path)
+    modes.add_parser("discord", help="run the Discord bot (needs LIKENESS_DISCORD_TOKEN)")
+    return parser.parse_args(argv)
+
+
+async def build_services(settings: Settings, db, store):
+    from bot.services import Services
+
+    services = Services.build(settings, db, store)
+    return await services if inspect.isawaitable(services) else services
+
+
+def _stop_on_signals(stop: asyncio.Event) -> None:
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        with suppress(NotImplementedError, RuntimeError):
+            loop.add_signal_handler(sig, stop.set)
+
+
+# Discord.
+async def run_discord(settings: Settings, token: str) -> int:
+    import discord
+
+    from bot.app import create_bot
+    from bot.supervisor import WorkerSupervisor
+    from storage.db import AsyncDatabase
+    from storage.files import FileStore
+
+    stop = asyncio.Event()
+    _stop_on_signals(stop)
+    async with await AsyncDatabase.open(settings.database_path) as db:
+        services = await build_services(settings, db, FileStore(settings.store_dir))
+        supervisor = WorkerSupervisor(settings, db)
+        supervisor.start()
+        try:
+            async with create_bot(settings, services, supervisor=supervisor) as bot:
+                runner = asyncio.create_task(bot.start(token), name="discord-bot")
+                stopper = asyncio.create_task(stop.wait(), name="stop-signal")
+                done, _ = await asyncio.wait({runner, stopper}, return_when=asyncio.FIRST_COMPLETED)
+                if runner in done:
+                    runner.result()
+                log.info("stopping: closing the Discord connection, then the worker")
+                await bot.close()
+                stopper.cancel()
+        except discord.LoginFailure:
+            print("likeness: Discord rejected LIKENESS_DISCORD_TOKEN; copy the bot token again from the "
+                  "Developer Portal.", file=sys.stderr)
+            return 1
+        finally:
+            await supervisor.stop()
+    return 0
+
+
+# Console.
+class ThreadWorker:
+    """The worker in this process (no subprocess): handy for tests and small machines."""
+
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        self._worker = None
+        self._ready = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="worker", daemon=True)
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def _run(self) -> None:
+        from trainer.worker import Worker
+
+        self._worker = Worker(self.settings)
+        self._ready.set()
+        try:
+            self._worker.run()
+        finally:
+            self._worker.close()
+
+    async def stop(self) -> None:
+        await asyncio.to_thread(self._ready.wait, 120)
+        if self._worker is not None:
+            self._worker.request_stop()
+        await asyncio.to_thread(self._thread.join, 300)
+
+
+async def run_console(settings: Settings, args: argparse.Namespace) -> int:
+    from bot.console import ConsoleSession, stdin_lines
+    from bot.supervisor import WorkerSupervisor
+    from storage import forget
+    from storage.db import AsyncDatabase
+    from storage.files import FileStore
+
+    async with await AsyncDatabase.open(settings.database_path) as db:
+        store = FileStore(settings.store_dir)
+        services = await build_services(settings, db, store)
+        await db.run(forget.sweep_forgotten, store)
+        worker = None
+        if args.worker == "subprocess":
+            worker = WorkerSupervisor(settings, db)
+        elif args.worker == "thread":
+            worker = ThreadWorker(settings)
+        if worker is not None:
+            worker.start()
+        stop = asyncio.Event()
+        _stop_on_signals(stop)
+        try:
+            session = ConsoleSession(services, out_dir=args.out, waits=worker is not None)
+            if args.script is not None:
+                lines = args.script.read_text(encoding="utf-8").splitlines()
+            else:
+                lines = stdin_lines(sys.stdin, sys.stdout)
+            return await _until_stopped(session.run(lines), stop)
+        finally:
+            if worker is not None:
+                await worker.stop()
+
+
+async def _until_stopped(work, stop: asyncio.Event) -> int:
+    """Run the session until it ends or SIGTERM/SIGINT arrives; either way the caller then stops the worker."""
+    session = asyncio.ensure_future(work)
+    stopper = asyncio.ensure_future(stop.wait())
+    done, _ = await asyncio.wait({session, stopper}, return_when=asyncio.FIRST_COMPLETED)
+    stopper.cancel()
+    if session in done:
+        return session.result()
+    session.cancel()
+    with suppress(asyncio.CancelledError):
+        await session
+    log.info("stopped by a signal")
+    return 0
+
+
+def _settings_for(args: argparse.Namespace, default_console: bool) -> Settings:
+    overrides: dict[str, object] = {}
+    model = DEMO_MODEL if default_console else getattr(args, "model", None)
+    if model:
+        overrides["model_family"] = model
+    if args.mode in ("console", None) and "LIKENESS_LOG_LEVEL" not in os.environ:
+        overrides["log_level"] = "WARNING"  # keep the terminal for the conversation
+    return load_settings(**overrides)
+
+
+class _TokenOnly(BaseSettings):
+    """Reads just the token (environment or .env), so the first line can be printed before anything else."""
+
+    model_config = Settings.model_config
+    discord_token: SecretStr | None = None
+
+
+def configured_token_present() -> bool:
+    try:
+        token = _TokenOnly().discord_token
+    except ValidationError:
+        return False
+    return bool(token and token.get_secret_value().strip())
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    if args.mode == "demo-photos":
+        from bot.console import write_demo_photos
+
+        for path in write_demo_photos(args.dir):
+            print(f"wrote {path}")
+        return 0
+    has_token = configured_token_present()
+    default_console = args.mode is None and not has_token
+    if default_console:
+        print(NO_TOKEN_LINE, flush=True)
+    try:
+        settings = _settings_for(args, default_console)
+    except SettingsError as exc:
+        print(f"likeness: {exc}", file=sys.stderr)
+        return 2
+    token = settings.discord_token.get_secret_value().strip() if settings.discord_token else ""
+    configure_logging(settings.log_level, secrets=[token])
+    if args.mode in ("console",) or default_console:
+        if default_console:
+            args = parse_args(["console"])
+        return asyncio.run(run_console(settings, args))
+    if not token:
+        print("likeness: LIKENESS_DISCORD_TOKEN is not set; `python -m bot console` runs without Discord.",
+              file=sys.stderr)
+        return 2
+    return asyncio.run(run_discord(settings, token))
+
+
+if __name__ == "__main__":
+    sys.exit(main())
