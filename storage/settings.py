@@ -35,8 +35,11 @@ class Settings(BaseSettings):
     model_family: Family = "tiny-sd15"
     model_path: str | None = None  # hub id or local folder; required for real families
     device: str = "auto"
-    # BLIP captioning weights; used only when this folder exists.
-    caption_model_path: Path | None = None
+    # Optional local weights; each is used only when its folder exists.
+    caption_model_path: Path | None = None  # BLIP captioning
+    safety_checker_path: Path | None = None  # NSFW checker for generated images
+    # NF4 for the serving pipeline; None: only where the family trains in NF4 and a CUDA GPU is present.
+    generation_nf4: bool | None = None
 
     # Limits.
     min_photos_per_subject: int = Field(2, ge=1, le=100)

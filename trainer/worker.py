@@ -12,7 +12,7 @@ import os
 import socket
 import threading
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -26,6 +26,7 @@ log = logging.getLogger(__name__)
 
 UNEXPECTED = "The worker hit an unexpected error; the host can find the details in the worker log."
 PREEMPT_CHECK_S = 1.0
+IDLE_TASK_INTERVAL_S = 5.0
 
 
 class JobError(Exception):
@@ -86,12 +87,17 @@ class Worker:
         handlers: Mapping[str, Handler] | None = None,
         *,
         owner: str | None = None,
+        idle_tasks: Sequence[Callable[[Worker], None]] | None = None,
     ) -> None:
         self.settings = settings
         self.owner = owner or default_owner()
         self.conn = connect(settings.database_path)
         self.store = FileStore(settings.store_dir)
         self.handlers = dict(handlers) if handlers is not None else _default_handlers()
+        self.idle_tasks = tuple(idle_tasks) if idle_tasks is not None else (
+            _default_idle_tasks() if handlers is None else ()
+        )
+        self._last_idle_run = 0.0
         self._stop = threading.Event()
         self._serving = False
         self._last_preempt_check = 0.0
@@ -123,8 +129,21 @@ class Worker:
             elif until_idle:
                 break
             else:
+                self.run_idle_tasks()
                 self._stop.wait(self.settings.worker_poll_s)
         return done
+
+    def run_idle_tasks(self) -> None:
+        """Housekeeping while the queue is empty, at most every IDLE_TASK_INTERVAL_S."""
+        now = time.monotonic()
+        if now - self._last_idle_run < IDLE_TASK_INTERVAL_S:
+            return
+        self._last_idle_run = now
+        for task in self.idle_tasks:
+            try:
+                task(self)
+            except Exception:
+                log.exception("idle task %s failed", getattr(task, "__name__", task))
 
     def run_next(self, kinds: tuple[str, ...] = jobs.KINDS) -> bool:
         requeued, failed = jobs.requeue_expired(self.conn)
@@ -188,3 +207,9 @@ def _default_handlers() -> dict[str, Handler]:
     from trainer.handlers import HANDLERS
 
     return dict(HANDLERS)
+
+
+def _default_idle_tasks() -> tuple[Callable[[Worker], None], ...]:
+    from trainer.handlers import IDLE_TASKS
+
+    return tuple(IDLE_TASKS)

@@ -125,3 +125,31 @@ def test_a_job_left_by_a_dead_worker_is_picked_up(tmp_path):
                     owner="w2")
     worker.run(until_idle=True)
     assert jobs.get_job(conn, job_id).result == {"attempt": 2}
+
+
+def test_idle_tasks_run_while_the_queue_is_empty(tmp_path):
+    calls = []
+
+    def idle(worker):
+        calls.append(worker.owner)
+        worker.request_stop()
+
+    worker = Worker(_settings(tmp_path), {}, owner="w1", idle_tasks=[idle])
+    worker.run()
+    assert calls == ["w1"]
+
+
+def test_a_failing_idle_task_does_not_stop_the_worker(tmp_path):
+    calls = []
+
+    def broken(worker):
+        calls.append("broken")
+        raise RuntimeError("boom")
+
+    def stop(worker):
+        calls.append("stop")
+        worker.request_stop()
+
+    worker = Worker(_settings(tmp_path), {}, owner="w1", idle_tasks=[broken, stop])
+    worker.run()
+    assert calls == ["broken", "stop"]

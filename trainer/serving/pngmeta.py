@@ -1,0 +1,109 @@
+"""The A1111-style `parameters` text chunk that other tools (A1111, ComfyUI, Civitai, PNG Info viewers) read.
+
+Layout, as the AUTOMATIC1111 web UI writes it:
+
+    <prompt, with a <lora:name:weight> tag per adapter>
+    Negative prompt: <negative prompt>
+    Steps: 30, Sampler: DPM++ 2M, CFG scale: 7.5, Seed: 42, Size: 512x512, Model: sd15, Lora hashes: "rraj: 01234567"
+
+Values that contain a comma, colon or newline are JSON-quoted, as A1111 does. Pillow writes the chunk as tEXt, or
+as iTXt when the text is not Latin-1 (A1111 does the same through `PngInfo.add_text`).
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import re
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+
+from PIL import Image, PngImagePlugin
+
+PARAMETERS_KEY = "parameters"
+_PARAM = re.compile(r'\s*(\w[\w \-/]+):\s*("(?:\\.|[^\\"])+"|[^,]*)(?:,|$)')
+_LORA_TAG_NAME = re.compile(r"[^A-Za-z0-9_.-]+")
+
+
+@dataclass(frozen=True)
+class LoraUse:
+    name: str  # a trigger word or a style name
+    weight: float
+    sha256: str
+
+
+@dataclass(frozen=True)
+class ImageParameters:
+    prompt: str
+    negative_prompt: str
+    steps: int
+    sampler: str
+    cfg_scale: float
+    seed: int
+    width: int
+    height: int
+    model: str
+    loras: Sequence[LoraUse] = ()
+    extra: Mapping[str, str | float | int] = field(default_factory=dict)  # Denoising strength, Hires upscale...
+
+
+def quote(value: object) -> str:
+    text = str(value)
+    if not any(ch in text for ch in ",:\n"):
+        return text
+    return json.dumps(text, ensure_ascii=False)
+
+
+def _number(value: float) -> str:
+    return f"{value:g}"
+
+
+def format_parameters(p: ImageParameters) -> str:
+    tags = " ".join(f"<lora:{_LORA_TAG_NAME.sub('_', l.name)}:{_number(l.weight)}>" for l in p.loras)
+    lines = [f"{p.prompt} {tags}".strip() if tags else p.prompt]
+    if p.negative_prompt:
+        lines.append(f"Negative prompt: {p.negative_prompt}")
+    fields: dict[str, object] = {
+        "Steps": p.steps, "Sampler": p.sampler, "CFG scale": _number(p.cfg_scale), "Seed": p.seed,
+        "Size": f"{p.width}x{p.height}", "Model": p.model,
+    }
+    fields.update({k: _number(v) if isinstance(v, float) else v for k, v in p.extra.items()})
+    if p.loras:
+        fields["Lora hashes"] = ", ".join(f"{_LORA_TAG_NAME.sub('_', l.name)}: {l.sha256[:12]}" for l in p.loras)
+    fields["Version"] = "likeness"
+    lines.append(", ".join(f"{key}: {quote(value)}" for key, value in fields.items()))
+    return "\n".join(lines)
+
+
+def parse_parameters(text: str) -> dict[str, str]:
+    """Read a `parameters` text back: the prompt, the negative prompt and every `Key: value` field."""
+    *head, last = text.strip().split("\n")
+    prompt_lines, negative_lines, in_negative = [], [], False
+    for line in head:
+        if line.startswith("Negative prompt:"):
+            in_negative = True
+            line = line[len("Negative prompt:"):].strip()
+        (negative_lines if in_negative else prompt_lines).append(line)
+    result = {"Prompt": "\n".join(prompt_lines), "Negative prompt": "\n".join(negative_lines)}
+    for key, value in _PARAM.findall(last):
+        value = value.strip()
+        if value.startswith('"') and value.endswith('"'):
+            value = json.loads(value)
+        result[key.strip()] = value
+    return result
+
+
+def png_bytes(image: Image.Image, parameters: str | None, *, optimize: bool = False) -> bytes:
+    """The image as PNG with its `parameters` chunk."""
+    info = PngImagePlugin.PngInfo()
+    if parameters:
+        info.add_text(PARAMETERS_KEY, parameters)
+    buffer = io.BytesIO()
+    image.save(buffer, format="PNG", pnginfo=info, optimize=optimize)
+    return buffer.getvalue()
+
+
+def read_parameters(data: bytes) -> str | None:
+    with Image.open(io.BytesIO(data)) as image:
+        image.load()
+        return image.text.get(PARAMETERS_KEY)

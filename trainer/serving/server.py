@@ -1,0 +1,229 @@
+"""The generation server: one resident base pipeline per model family, adapters swapped on it.
+
+Memory policy:
+- One base pipeline per family, loaded lazily through the family interface (fp16, bf16 for FLUX, on CUDA; fp32 on
+  CPU; NF4 denoiser and T5 where the family trains in NF4 and a GPU is present, or as configured).
+- img2img (variations, upscale, face refine) runs on pipelines built with `AutoPipelineForImage2Image.from_pipe`
+  from the same components: no second copy of any weight.
+- Adapters live in an `AdapterCache` bounded by `settings.adapter_cache_size`; switching is `set_adapters`, never
+  a reload of the base model.
+- The server lives in `worker.resources` for the life of the worker process and is closed with it.
+"""
+
+from __future__ import annotations
+
+import gc
+import logging
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+from diffusers import AutoPipelineForImage2Image, AutoPipelineForInpainting
+from PIL import Image
+
+from trainer.families import get_family
+from trainer.families.base import ModelFamily
+from trainer.serving.adapter_cache import AdapterCache, AdapterSource
+from trainer.serving.safety import NsfwFilter
+from trainer.serving.schedulers import SchedulerChoice, build_scheduler, choose_scheduler
+
+log = logging.getLogger(__name__)
+
+StepHook = Callable[[Any, int], None]  # (pipeline, step index) after every denoising step
+
+
+@dataclass(frozen=True)
+class Sampling:
+    """One pipeline call's text and sampling parameters."""
+
+    prompt: str
+    negative_prompt: str
+    width: int
+    height: int
+    steps: int
+    guidance: float
+    seed: int
+    scheduler: str | None = None  # ddim, pndm, euler, euler_a, dpmpp_2m; None: the model's own
+
+
+def serving_device(setting: str) -> torch.device:
+    if setting == "auto":
+        if torch.cuda.is_available():
+            return torch.device("cuda")
+        return torch.device("cpu")
+    return torch.device(setting)
+
+
+def serving_dtype(family: ModelFamily, device: torch.device) -> torch.dtype:
+    if device.type != "cuda":
+        return torch.float32
+    if family.spec.base == "flux" and torch.cuda.is_bf16_supported():
+        return torch.bfloat16  # FLUX weights are published in bf16; fp16 overflows in its T5
+    return torch.float16
+
+
+class FamilyRuntime:
+    """A resident base pipeline, its adapter cache, and the img2img/inpaint views of the same weights."""
+
+    def __init__(self, family: ModelFamily, pipe, device: torch.device, cache_size: int, hotswap: bool = True):
+        self.family = family
+        self.pipe = pipe
+        self.device = device
+        self.adapters = AdapterCache(pipe, cache_size, denoiser_prefix=family.denoiser_name, hotswap=hotswap)
+        self._scheduler_config = dict(pipe.scheduler.config)
+        self._img2img = None
+        self._inpaint = None
+
+    @property
+    def base(self) -> str:
+        return self.family.spec.base
+
+    # Views on the same components.
+    def img2img_pipe(self):
+        if self._img2img is None:
+            self._img2img = AutoPipelineForImage2Image.from_pipe(self.pipe)
+            self._img2img.set_progress_bar_config(disable=True)
+        return self._img2img
+
+    def inpaint_pipe(self):
+        if self._inpaint is None:
+            self._inpaint = AutoPipelineForInpainting.from_pipe(self.pipe)
+            self._inpaint.set_progress_bar_config(disable=True)
+        return self._inpaint
+
+    # Adapters.
+    def use_adapters(self, uses: Sequence[tuple[AdapterSource, float]]) -> list[str]:
+        """Load (or find) these adapters and make exactly them active with these weights; [] = base model."""
+        names = self.adapters.ensure([source for source, _ in uses])
+        self.adapters.activate(names, [weight for _, weight in uses])
+        return names
+
+    def active_adapters(self) -> list[str]:
+        if not len(self.adapters):
+            return []
+        return list(self.pipe.get_active_adapters())
+
+    # Calls.
+    def scheduler_choice(self, name: str | None) -> SchedulerChoice:
+        return choose_scheduler(name, self.base)
+
+    def text2img(self, sampling: Sampling, on_step: StepHook | None = None) -> Image.Image:
+        return self._call(self.pipe, sampling, on_step)
+
+    def img2img(self, image: Image.Image, sampling: Sampling, strength: float,
+                on_step: StepHook | None = None) -> Image.Image:
+        image = image.convert("RGB")
+        if image.size != (sampling.width, sampling.height):
+            image = image.resize((sampling.width, sampling.height), Image.Resampling.LANCZOS)
+        return self._call(self.img2img_pipe(), sampling, on_step, image=image, strength=strength)
+
+    def _call(self, pipe, sampling: Sampling, on_step: StepHook | None, **extra: Any) -> Image.Image:
+        own_scheduler = pipe.scheduler
+        pipe.scheduler = build_scheduler(self.scheduler_choice(sampling.scheduler), self._scheduler_config, self.base)
+        try:
+            return self._run(pipe, sampling, on_step, **extra)
+        finally:  # the resident pipeline keeps the model's own scheduler (class images use it too)
+            pipe.scheduler = own_scheduler
+
+    def _run(self, pipe, sampling: Sampling, on_step: StepHook | None, **extra: Any) -> Image.Image:
+        kwargs = {
+            **self.family.generation_kwargs(),
+            "prompt": sampling.prompt,
+            "num_inference_steps": sampling.steps,
+            "guidance_scale": sampling.guidance,
+            "height": sampling.height,
+            "width": sampling.width,
+            "generator": torch.Generator("cpu").manual_seed(sampling.seed),
+            **extra,
+        }
+        if self.base != "flux":  # FLUX.1 [dev] is guidance-distilled: it has no negative-prompt branch
+            kwargs["negative_prompt"] = sampling.negative_prompt or None
+        if on_step is not None:
+            kwargs["callback_on_step_end"] = _step_callback(on_step)
+        with torch.inference_mode():
+            return pipe(**kwargs).images[0]
+
+
+def _step_callback(on_step: StepHook):
+    def callback(pipe, step: int, timestep, callback_kwargs: dict) -> dict:
+        on_step(pipe, step)
+        return callback_kwargs
+
+    return callback
+
+
+class GenerationServer:
+    """Resident pipelines by family; the worker keeps one in `worker.resources` for its whole life."""
+
+    def __init__(self, settings, *, device: str | torch.device | None = None, hotswap: bool = True):
+        self.settings = settings
+        self.device = torch.device(device) if device is not None else serving_device(settings.device)
+        self.cache_size = settings.adapter_cache_size
+        self.hotswap = hotswap
+        self.pipeline_loads = 0
+        self._runtimes: dict[str, FamilyRuntime] = {}
+        self._nsfw: NsfwFilter | None | bool = False  # False: not looked for yet
+
+    def runtime(self, family_name: str | None = None) -> FamilyRuntime:
+        name = family_name or self.settings.model_family
+        runtime = self._runtimes.get(name)
+        if runtime is None:
+            runtime = self._load(name)
+            self._runtimes[name] = runtime
+        return runtime
+
+    def _load(self, name: str) -> FamilyRuntime:
+        family = get_family(name)
+        model_path = self.settings.model_path if name == self.settings.model_family else None
+        path = family.resolve_model_path(model_path, self.settings.models_dir)
+        dtype = serving_dtype(family, self.device)
+        nf4 = self._use_nf4(family)
+        log.info("loading %s for generation on %s (%s%s)", name, self.device, dtype, ", NF4" if nf4 else "")
+        pipe = family.load_pipeline(path, self.device, dtype, quantize_nf4=nf4)
+        self.pipeline_loads += 1
+        return FamilyRuntime(family, pipe, self.device, self.cache_size, hotswap=self.hotswap)
+
+    def _use_nf4(self, family: ModelFamily) -> bool:
+        configured = getattr(self.settings, "generation_nf4", None)
+        if configured is not None:
+            return bool(configured) and family.spec.supports_nf4
+        return family.defaults.quantize_base == "nf4" and self.device.type == "cuda"
+
+    def model_label(self, family_name: str | None = None) -> str:
+        """The base model as written into PNG metadata: the family name, or the model folder/hub id's last part."""
+        name = family_name or self.settings.model_family
+        path = self.settings.model_path if name == self.settings.model_family else None
+        return Path(path.rstrip("/")).name if path else name
+
+    @property
+    def nsfw_filter(self) -> NsfwFilter | None:
+        if self._nsfw is False:
+            self._nsfw = NsfwFilter.from_settings(self.settings, self.device)
+        return self._nsfw  # type: ignore[return-value]
+
+    # Adapter housekeeping.
+    def cached_adapter_ids(self) -> list[int]:
+        return sorted({i for runtime in self._runtimes.values() for i in runtime.adapters.cached_adapter_ids()})
+
+    def evict_missing(self, existing_adapter_ids, existing_style_keys=None) -> list[str]:
+        """Drop cached adapters whose rows are gone (forgotten users, deleted subjects or styles)."""
+        gone = []
+        for runtime in self._runtimes.values():
+            gone += runtime.adapters.evict_missing(existing_adapter_ids, existing_style_keys)
+        if gone:
+            log.info("evicted %d adapters whose rows are gone", len(gone))
+        return gone
+
+    def free_memory(self) -> None:
+        """Return cached allocator blocks after a failure (an out-of-memory error, say)."""
+        gc.collect()
+        if self.device.type == "cuda":
+            torch.cuda.empty_cache()
+
+    def close(self) -> None:
+        for runtime in self._runtimes.values():
+            runtime.adapters.clear()
+        self._runtimes.clear()
+        self.free_memory()
