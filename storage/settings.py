@@ -64,6 +64,11 @@ class Settings(BaseSettings):
     worker_nice: int = Field(10, ge=0, le=19)
     worker_poll_s: float = Field(0.5, gt=0)
     job_max_attempts: int = Field(3, ge=1, le=20)
+    # How generation shares the GPU with training. shared: served between training steps on a second, resident
+    # pipeline. exclusive: training checkpoints and steps aside, the images are made, training resumes (for
+    # cards too small to hold both). auto: exclusive for sdxl/flux on CUDA cards under 24 GB, else shared.
+    gpu_sharing: Literal["auto", "shared", "exclusive"] = "auto"
+    preempt_min_interval_s: float = Field(300.0, ge=0)  # exclusive mode: training runs at least this long
     progress_edit_interval_s: float = Field(5.0, ge=0.5)
 
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"

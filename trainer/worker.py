@@ -20,6 +20,7 @@ from storage import jobs
 from storage.db import connect
 from storage.files import FileStore
 from storage.settings import Settings
+from trainer.gpu_policy import exclusive_gpu
 from trainer.lease import LeaseKeeper
 
 log = logging.getLogger(__name__)
@@ -62,15 +63,20 @@ class JobContext:
         return self.worker.settings
 
     def stop_reason(self) -> str | None:
-        """'cancel' when the user cancelled, 'shutdown' when the worker must stop (or lost the lease)."""
+        """'cancel' when the user cancelled, 'shutdown' when the worker must stop (or lost the lease), or when
+        training must step aside for waiting generation jobs on a GPU too small for both."""
         if self.lease.cancel_requested:
             return "cancel"
         if self.worker.stopping or self.lease.lost:
             return "shutdown"
+        if self.job.kind == "train" and self.worker.should_yield_gpu():
+            self.extra["yielded"] = True
+            return "shutdown"
         return None
 
     def between_steps(self) -> None:
-        self.worker.serve_waiting_generations()
+        if not self.worker.exclusive_gpu:
+            self.worker.serve_waiting_generations()
 
 
 Handler = Callable[[JobContext], JobOutcome]
@@ -98,6 +104,8 @@ class Worker:
             _default_idle_tasks() if handlers is None else ()
         )
         self._last_idle_run = 0.0
+        self._job_started = 0.0
+        self.exclusive_gpu = exclusive_gpu(settings)
         self._stop = threading.Event()
         self._serving = False
         self._last_preempt_check = 0.0
@@ -158,6 +166,10 @@ class Worker:
     # One job.
     def run_job(self, job: jobs.Job) -> JobOutcome:
         log.info("job %d (%s) attempt %d started", job.id, job.kind, job.attempts)
+        if job.kind == "train":
+            self._job_started = time.monotonic()
+            if self.exclusive_gpu:
+                self._free_serving_memory()
         with LeaseKeeper(self.settings.database_path, job.id, self.owner, self.settings.worker_lease_s) as lease:
             outcome = self._run_handler(JobContext(self, job, lease))
         self._record(job, outcome)
@@ -184,6 +196,24 @@ class Worker:
         log.info("job %d finished: %s%s", job.id, outcome.state, "" if ok else " (lease was lost; not recorded)")
 
     # Preemption by interactive generation.
+    def should_yield_gpu(self) -> bool:
+        """Exclusive mode: a generation job is waiting and training has run its minimum stretch."""
+        if not self.exclusive_gpu:
+            return False
+        now = time.monotonic()
+        if now - self._job_started < self.settings.preempt_min_interval_s:
+            return False
+        if now - self._last_preempt_check < PREEMPT_CHECK_S:
+            return False
+        self._last_preempt_check = now
+        return jobs.count_waiting(self.conn, ("generate",)) > 0
+
+    def _free_serving_memory(self) -> None:
+        for resource in self.resources.values():
+            release = getattr(resource, "release_gpu", None)
+            if callable(release):
+                release()
+
     def serve_waiting_generations(self) -> int:
         """Run queued generation jobs now (called between training steps). Returns how many ran."""
         now = time.monotonic()

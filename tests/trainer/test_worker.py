@@ -153,3 +153,53 @@ def test_a_failing_idle_task_does_not_stop_the_worker(tmp_path):
     worker = Worker(_settings(tmp_path), {}, owner="w1", idle_tasks=[broken, stop])
     worker.run()
     assert calls == ["broken", "stop"]
+
+
+def test_exclusive_gpu_training_steps_aside_for_waiting_generations(tmp_path):
+    """On a GPU too small for both, training checkpoints and is released; the generation runs; training resumes."""
+    order = []
+
+    class FakeServer:
+        def release_gpu(self):
+            order.append("release-serving-pipeline")
+
+    def training(ctx):
+        for step in range(ctx.job.payload.get("from", 0), 4):
+            if ctx.stop_reason() == "shutdown":
+                order.append(("train-paused", step))
+                return JobOutcome("released", error="paused")
+            order.append(("train-step", step))
+            if step == 1 and not ctx.job.payload.get("from"):
+                jobs.enqueue_job(ctx.conn, "generate", {})
+                ctx.worker._last_preempt_check = 0
+            ctx.between_steps()  # exclusive mode: nothing is served inline
+        return JobOutcome("succeeded")
+
+    def generate(ctx):
+        order.append("generate")
+        # the next training attempt resumes where the paused one stopped
+        ctx.conn.execute("UPDATE jobs SET payload = ? WHERE kind = 'train'", ('{"from": 2}',))
+        return JobOutcome("succeeded")
+
+    settings = _settings(tmp_path, gpu_sharing="exclusive", preempt_min_interval_s=0)
+    worker = Worker(settings, {"train": training, "generate": generate}, owner="w1")
+    worker.resources["server"] = FakeServer()
+    assert worker.exclusive_gpu
+    train = jobs.enqueue_job(worker.conn, "train", {})
+    worker.run(until_idle=True)
+    assert order == ["release-serving-pipeline", ("train-step", 0), ("train-step", 1), ("train-paused", 2),
+                     "generate", "release-serving-pipeline", ("train-step", 2), ("train-step", 3)]
+    job = jobs.get_job(worker.conn, train)
+    assert (job.state, job.attempts) == ("succeeded", 1)  # the pause did not cost an attempt
+
+
+def test_exclusive_mode_waits_for_the_minimum_training_stretch(tmp_path):
+    settings = _settings(tmp_path, gpu_sharing="exclusive", preempt_min_interval_s=3600)
+    worker = Worker(settings, {}, owner="w1")
+    worker._job_started = time.monotonic()
+    jobs.enqueue_job(worker.conn, "generate", {})
+    assert not worker.should_yield_gpu()
+
+
+def test_auto_sharing_on_cpu_is_shared(tmp_path):
+    assert not Worker(_settings(tmp_path), {}, owner="w1").exclusive_gpu

@@ -222,8 +222,12 @@ class GenerationServer:
         if self.device.type == "cuda":
             torch.cuda.empty_cache()
 
-    def close(self) -> None:
+    def release_gpu(self) -> None:
+        """Drop the resident pipelines so training can have the whole GPU; the next request loads them again."""
         for runtime in self._runtimes.values():
             runtime.adapters.clear()
         self._runtimes.clear()
         self.free_memory()
+
+    def close(self) -> None:
+        self.release_gpu()
