@@ -12,7 +12,6 @@ from PIL import Image
 from storage import consent, generations, jobs
 from storage.files import generation_root
 from storage.forget import tombstone_user
-from storage.settings import Settings
 from tests.trainer.serving_fixtures import (  # noqa: F401 (fixtures)
     lora_factory, make_world, pixels, serving_models_dir, one_torch_thread,
 )
@@ -270,12 +269,9 @@ def test_blocklist_is_checked_again_in_the_worker(world, rraj):
 def test_safety_filter_withholds_flagged_pictures(tmp_path, serving_models_dir, lora_factory):  # noqa: F811
     from tests.trainer.test_serving_parts import tiny_safety_checker
 
-    class WithChecker(Settings):
-        safety_checker_path: str | None = None
-
     checker = tiny_safety_checker(tmp_path / "checker", flag_everything=True)
     world = make_world(tmp_path, serving_models_dir, lora_factory)
-    world.worker.settings = WithChecker(**world.settings.model_dump(), safety_checker_path=str(checker))
+    world.worker.settings = world.settings.model_copy(update={"safety_checker_path": checker})
     gen_id, job_id = world.queue(OWNER, "imagine", "a landscape", [], count=1)
     job = world.run(job_id)
     assert job.state == "failed" and "safety filter" in job.error

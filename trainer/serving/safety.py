@@ -21,7 +21,6 @@ from PIL import Image
 
 log = logging.getLogger(__name__)
 
-SAFETY_CHECKER_SETTING = "safety_checker_path"  # LIKENESS_SAFETY_CHECKER_PATH
 _INVISIBLE = re.compile("[\u200b-\u200f\u2060-\u2064\ufeff\u00ad]")
 
 
@@ -57,7 +56,7 @@ class NsfwFilter:
 
     @classmethod
     def from_settings(cls, settings, device: torch.device) -> NsfwFilter | None:
-        path = getattr(settings, SAFETY_CHECKER_SETTING, None)
+        path = settings.safety_checker_path
         if not path:
             return None
         folder = Path(path).expanduser()

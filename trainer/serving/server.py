@@ -186,7 +186,7 @@ class GenerationServer:
         return FamilyRuntime(family, pipe, self.device, self.cache_size, hotswap=self.hotswap)
 
     def _use_nf4(self, family: ModelFamily) -> bool:
-        configured = getattr(self.settings, "generation_nf4", None)
+        configured = self.settings.generation_nf4
         if configured is not None:
             return bool(configured) and family.spec.supports_nf4
         return family.defaults.quantize_base == "nf4" and self.device.type == "cuda"
