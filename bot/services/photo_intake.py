@@ -8,6 +8,7 @@ this call created are removed, never one that was already there.
 from __future__ import annotations
 
 import asyncio
+import errno
 import sqlite3
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -94,10 +95,19 @@ async def inspect_uploads(
     return await asyncio.to_thread(_inspect, list(uploads), rules, trigger, class_noun, list(known_phashes))
 
 
+DISK_FULL = ("The server's disk is full, so these photos were not saved (nothing stored earlier was changed); "
+             "please tell the bot's host.")
+
+
 def _write_new(store: FileStore, key: str, data: bytes, created: list[str]) -> None:
     if store.exists(key):
         return  # the same content is already stored (and may belong to another row): never touch it
-    store.write_bytes(key, data)
+    try:
+        store.write_bytes(key, data)
+    except OSError as error:
+        if error.errno == errno.ENOSPC:
+            raise ServiceError("disk_full", DISK_FULL) from None
+        raise
     created.append(key)
 
 

@@ -205,3 +205,23 @@ async def test_the_suggestion_prefers_triggers_the_family_tokenizer_encodes_comp
 async def test_a_pet_subject_needs_no_human_face(services):
     outcome = await services.training.start(requester(ALICE), "zqtabby", "cat", "Chelsea", [Upload("cat.jpg", cat_jpeg())])
     assert [v.code for v in outcome.verdicts] == ["ok"] and outcome.created and outcome.needs_more == 1
+
+
+async def test_a_full_disk_refuses_the_upload_plainly_and_keeps_what_was_stored(services, monkeypatch):
+    import errno
+    import os
+
+    first = await services.training.start(requester(ALICE), "rraj", "person", "Raj",
+                                          [Upload("astronaut.jpg", astronaut_jpeg())])
+    before = {key: services.store.read_bytes(key) for key in services.store.list_files()}
+
+    def no_space(fd):
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(os, "fsync", no_space)
+    with pytest.raises(ServiceError) as error:
+        await services.photos.add(requester(ALICE), "rraj", [Upload("camera.jpg", camera_jpeg())])
+    monkeypatch.undo()
+    assert error.value.code == "disk_full" and "disk is full" in error.value.message
+    assert {key: services.store.read_bytes(key) for key in services.store.list_files()} == before
+    assert await services.db.run(photos.count_accepted, first.subject.subject_id) == 1
