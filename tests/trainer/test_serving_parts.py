@@ -135,10 +135,7 @@ def test_nsfw_filter_runs_on_local_weights_only(tmp_path, flag_everything):
     images = [Image.new("RGB", (64, 64), (200, 150, 120)), Image.new("RGB", (96, 64), (10, 10, 10))]
     assert NsfwFilter.load(folder, torch.device("cpu")).flags(images) == [flag_everything] * 2
 
-    class WithChecker(Settings):
-        safety_checker_path: str | None = None
-
-    assert NsfwFilter.from_settings(WithChecker(safety_checker_path=str(tmp_path / "absent")), "cpu") is None
+    assert NsfwFilter.from_settings(Settings(safety_checker_path=tmp_path / "absent"), "cpu") is None
     assert NsfwFilter.from_settings(Settings(), "cpu") is None
 
 

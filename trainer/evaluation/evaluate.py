@@ -66,14 +66,13 @@ class EvaluationReport:
 
 
 def options_from_settings(settings) -> EvaluationOptions:
-    """Evaluation options from the worker's settings; every field is optional there."""
-    count = getattr(settings, "evaluation_seeds", None) or len(DEFAULT_SEEDS)
+    """Evaluation options from the worker's settings."""
     return EvaluationOptions(
-        seeds=tuple(DEFAULT_SEEDS[0] + i for i in range(int(count))),
-        inference_steps=getattr(settings, "evaluation_inference_steps", None),
-        clip_model_path=_path_or_none(getattr(settings, "clip_model_path", None)),
-        dino_model_path=_path_or_none(getattr(settings, "dino_model_path", None)),
-        face_model_dir=_path_or_none(getattr(settings, "face_model_dir", None)),
+        seeds=tuple(DEFAULT_SEEDS[0] + i for i in range(settings.evaluation_seeds)),
+        inference_steps=settings.evaluation_inference_steps,
+        clip_model_path=_path_or_none(settings.clip_model_path),
+        dino_model_path=_path_or_none(settings.dino_model_path),
+        face_model_dir=_path_or_none(settings.face_model_dir),
     )
 
 
