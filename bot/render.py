@@ -143,8 +143,13 @@ def _metric_value(value: Any) -> str:
 
 
 def metric_lines(metrics: Mapping[str, Any] | None, limit: int = 8) -> list[str]:
+    """The evaluation's own one-line summary (it names any fallback measure); the raw figures otherwise."""
     if not metrics:
         return []
+    if isinstance(metrics.get("error"), str):
+        return [sentence(metrics["error"], 300)]
+    if isinstance(metrics.get("label"), str):
+        return [sentence(metrics["label"], 300)]
     items = [(k, v) for k, v in sorted(metrics.items()) if isinstance(v, (int, float, str)) and not isinstance(v, bool)]
     return [f"{key.replace('_', ' ')}: {_metric_value(value)}" for key, value in items[:limit]]
 
@@ -267,8 +272,6 @@ def _subject_line(info: Any, style: Style) -> str:
     head = f"\u2022 {code(info.trigger, style)} {info.class_noun} ({user_text(info.display_name, 40, style=style)})"
     line = f"{head}: {', '.join(bits)}"
     extra = metric_lines(info.metrics, 3)
-    if info.label:
-        extra.insert(0, user_text(info.label, 100, style=style))
     return line + ("\n   " + "; ".join(extra) if extra else "")
 
 
