@@ -9,8 +9,8 @@ interactions of a round are delivered back to back (nothing settles in between).
 - `ack_p99_ms`: time from delivery to the bot's first response (defer or answer); Discord allows 3000 ms;
 - `loop_lag_p99_ms`: how late the bot's event loop ran a probe (bot.loop_lag, every 5 ms here) during the bursts.
   Target < 50 ms.
-The same bursts are then repeated with the worker at a lower CPU priority (`nice -n 10`), side by side in the same
-run (`with_worker_nice_10`), to show what the bot gains when the worker yields the CPU on a host without a GPU.
+The first phase runs the worker at nice 0; the same bursts are then repeated at the default `worker_nice` of 10,
+side by side in the same run (`with_worker_nice_10`), to show what the bot gains when the worker yields the CPU.
 """
 
 from __future__ import annotations
@@ -131,13 +131,11 @@ async def burst(env, channel, members, clock: AckClock) -> tuple[list[float], in
     return acks, silent
 
 
-class NicedWorkerSupervisor(WorkerSupervisor):
-    """The same supervisor, with the worker at a lower CPU priority (for the side-by-side comparison)."""
-
-    niceness = 10
-
-    def _command(self, owner: str) -> list[str]:
-        return ["nice", "-n", str(self.niceness), *super()._command(owner)]
+async def cancel_generations(db: AsyncDatabase) -> None:
+    """Drop the bursts' queued generations, so the next phase's worker goes straight back to training."""
+    for job in await db.run(jobs.active_jobs):
+        if job.kind == "generate":
+            await db.run(jobs.request_cancel, job.id)
 
 
 async def measure(env, bot, db, settings, supervisor, channel, members, job_id: int, args) -> dict:
@@ -157,6 +155,7 @@ async def measure(env, bot, db, settings, supervisor, channel, members, job_id: 
         after = await db.run(jobs.get_job, job_id)
     finally:
         await supervisor.stop()
+        await cancel_generations(db)
     return {
         "unacknowledged": silent, "ack_p50_ms": round(percentile(acks, 50), 1),
         "ack_p99_ms": round(percentile(acks, 99), 1), "ack_max_ms": round(max(acks, default=0.0), 1),
@@ -169,7 +168,7 @@ async def measure(env, bot, db, settings, supervisor, channel, members, job_id: 
 async def run(args: argparse.Namespace) -> dict:
     data_dir = Path(tempfile.mkdtemp(prefix="likeness-bot-load-"))
     settings = Settings(_env_file=None, data_dir=data_dir, model_family="tiny-sd15", allowed_guild_ids=[GUILD_ID],
-                        train_steps=args.train_steps, generation_cooldown_s=0, log_level="WARNING")
+                        train_steps=args.train_steps, generation_cooldown_s=0, log_level="WARNING", worker_nice=0)
     async with await AsyncDatabase.open(settings.database_path) as db:
         services = Services.build(settings, db, FileStore(settings.store_dir))
         bot = create_bot(settings, services)
@@ -184,7 +183,7 @@ async def run(args: argparse.Namespace) -> dict:
             result = await measure(env, bot, db, settings, WorkerSupervisor(settings, db, stop_timeout_s=60),
                                    channel, *parts)
             if args.compare_nice:
-                niced = NicedWorkerSupervisor(settings, db, stop_timeout_s=60)
+                niced = WorkerSupervisor(settings.model_copy(update={"worker_nice": 10}), db, stop_timeout_s=60)
                 result["with_worker_nice_10"] = await measure(env, bot, db, settings, niced, channel, *parts)
             await db.run(jobs.request_cancel, job_id)
     result.update({

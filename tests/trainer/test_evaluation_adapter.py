@@ -75,12 +75,12 @@ def test_an_adapter_that_changes_nothing_has_zero_drift(trained, models_dir, tmp
 
 @pytest.mark.slow
 def test_a_local_clip_model_measures_fidelity_and_prompt_fidelity(trained, models_dir, tiny_clip_path):  # noqa: F811
+    import torch
+
     from trainer.families import get_family
 
     _, result, subjects = trained
     family = get_family("tiny-sd15")
-    import torch
-
     pipe = family.load_pipeline(family.resolve_model_path(None, models_dir), "cpu", torch.float32)
     options = EvaluationOptions(seeds=(5,), neutral_prompts=(), clip_model_path=str(tiny_clip_path))
     report = evaluate_adapter("tiny-sd15", None, models_dir, result.adapter_path, subjects, options=options,

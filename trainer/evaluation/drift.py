@@ -18,8 +18,8 @@ from PIL import Image
 from trainer.evaluation.metrics import DISTANCES, as_array, paired_distances
 
 NEUTRAL_PROMPTS = ("a watercolor painting of a lighthouse", "a photo of a bowl of fruit on a table")
-DRIFT_METRIC = "1-ssim"  # structural: see bench/likeness.py for why (pixel drift is also stored)
-DRIFT_METRIC_LABEL = "1 - SSIM, base vs adapted, same prompts (no trigger) and seeds"
+DRIFT_METRIC = "1-ssim"  # structure, bounded and size-independent; mean pixel difference is stored beside it
+DRIFT_METRIC_LABEL = "1 - SSIM, base vs adapted, prompts without the trigger, same seeds"
 
 
 @dataclass(frozen=True)
@@ -45,11 +45,6 @@ class DriftReport:
     mean: float  # mean DRIFT_METRIC over every (prompt, seed) pair
     pixel_mean: float  # mean absolute pixel difference over the same pairs
     per_prompt: dict[str, float]
-
-    def as_metrics(self) -> dict:
-        return {"drift": round(self.mean, 5), "drift_metric": DRIFT_METRIC_LABEL,
-                "drift_pixels": round(self.pixel_mean, 5),
-                "drift_per_prompt": {p: round(v, 5) for p, v in self.per_prompt.items()}}
 
 
 def measure_drift(base: Sequence[RenderedPrompt], adapted: Sequence[RenderedPrompt]) -> DriftReport:

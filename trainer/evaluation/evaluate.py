@@ -18,7 +18,7 @@ from pathlib import Path
 import torch
 from PIL import Image
 
-from trainer.evaluation.drift import NEUTRAL_PROMPTS, RenderedPrompt, measure_drift, render
+from trainer.evaluation.drift import DRIFT_METRIC_LABEL, NEUTRAL_PROMPTS, RenderedPrompt, measure_drift, render
 from trainer.evaluation.embedders import FALLBACK_METHOD, EvaluationModels, available_models
 from trainer.evaluation.fidelity import (
     FidelityScore,
@@ -81,8 +81,9 @@ def evaluate_adapter(family: str, model_path: str | None, models_dir: Path | Non
                      loss_history: Sequence[float] = (), preview_history: Mapping | None = None,
                      out_dir: Path | None = None, options: EvaluationOptions = EvaluationOptions(),
                      pipeline=None, plot: bool = True) -> EvaluationReport:
-    """Measure one stored adapter. `pipeline` may be a loaded base pipeline of this family (it is left as found);
-    otherwise one is loaded and released here. Raises on failure: the caller keeps the adapter regardless."""
+    """Measure one stored adapter. `pipeline` may be a loaded base pipeline of this family without adapters (it is
+    handed back without any); otherwise one is loaded and released here. Raises on failure: the caller keeps the
+    adapter regardless."""
     if not subjects or not options.seeds:
         raise ValueError("evaluation needs at least one subject and one seed")
     started = time.perf_counter()
@@ -123,8 +124,8 @@ def _render_both(pipe, family, adapter_path: Path, subjects, options: Evaluation
     if options.inference_steps:
         kwargs["num_inference_steps"] = options.inference_steps
     prompts = drift_prompts + triggered
-    if getattr(pipe, "get_active_adapters", lambda: [])():
-        pipe.disable_lora()  # a shared pipeline may carry other adapters: the base must be the base
+    if any(pipe.get_list_adapters().values()):
+        raise ValueError("evaluate_adapter needs a base pipeline without LoRA adapters loaded")
     base = render(pipe, prompts, options.seeds, kwargs)
     pipe.load_lora_weights(str(adapter_path.parent), weight_name=adapter_path.name, adapter_name=ADAPTER_NAME)
     try:
@@ -164,7 +165,7 @@ def _metrics(subjects, base: list[RenderedPrompt], adapted: list[RenderedPrompt]
     fidelity = _mean_score(list(scores.values()))
     metrics = {
         "drift": round(drift.mean, 5),
-        "drift_metric": "1 - SSIM, base vs adapted, prompts without the trigger, same seeds",
+        "drift_metric": DRIFT_METRIC_LABEL,
         "subject_fidelity": round(fidelity.adapted, 5),
         "subject_fidelity_base": round(fidelity.base, 5),
         "fidelity_method": fidelity.method,
