@@ -30,7 +30,8 @@ class UnsafePathError(ValueError):
     """A store path that could escape the root or was not built by the key functions."""
 
 
-def _fsync_dir(path: Path) -> None:
+def fsync_dir(path: Path) -> None:
+    """Make a rename or a new file in `path` durable."""
     fd = os.open(path, os.O_RDONLY)
     try:
         os.fsync(fd)
@@ -79,7 +80,7 @@ class FileStore:
             with open(temp, "rb+") as fh:
                 os.fsync(fh.fileno())
             os.replace(temp, target)
-            _fsync_dir(target.parent)
+            fsync_dir(target.parent)
         finally:
             temp.unlink(missing_ok=True)
 
@@ -105,7 +106,7 @@ class FileStore:
             if target.exists():
                 shutil.rmtree(target)
             os.replace(temp, target)
-            _fsync_dir(target.parent)
+            fsync_dir(target.parent)
         finally:
             if temp.exists():
                 shutil.rmtree(temp, ignore_errors=True)

@@ -27,6 +27,8 @@ import shutil
 import tempfile
 from pathlib import Path
 
+from storage.files import fsync_dir
+
 log = logging.getLogger(__name__)
 
 TINY_MODEL_NAMES = ("tiny-sd15", "tiny-sdxl", "tiny-flux")
@@ -92,7 +94,7 @@ def _move_into_place(staging: Path, target: Path) -> None:
     except OSError:
         if not _is_current_build(target):
             raise
-    _fsync_dir(target.parent)
+    fsync_dir(target.parent)
 
 
 def _fsync_tree(root: Path) -> None:
@@ -101,15 +103,7 @@ def _fsync_tree(root: Path) -> None:
             with open(path, "rb") as handle:
                 os.fsync(handle.fileno())
     for folder in [root, *sorted(p for p in root.rglob("*") if p.is_dir())]:
-        _fsync_dir(folder)
-
-
-def _fsync_dir(folder: Path) -> None:
-    fd = os.open(folder, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
+        fsync_dir(folder)
 
 
 # --------------------------------------------------------------------------- tokenizers

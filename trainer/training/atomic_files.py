@@ -6,13 +6,9 @@ import os
 from collections.abc import Callable
 from pathlib import Path
 
+from storage.files import fsync_dir
 
-def fsync_dir(folder: Path) -> None:
-    fd = os.open(folder, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
+__all__ = ["fsync_dir", "fsync_file", "write_atomically", "write_bytes_atomically"]
 
 
 def fsync_file(path: Path) -> None:

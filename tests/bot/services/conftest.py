@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 from safetensors.numpy import save as save_safetensors
 
-from bot.services import Requester, Services
+from bot.services import Requester, ServiceError, Services
 from storage.adapters import Adapter, record_adapter, set_adapter_metrics
 from storage.db import AsyncDatabase
 from storage.files import FileStore, adapter_root
@@ -35,6 +35,13 @@ class FakeClock:
 
 def requester(user_id: int, guild_id: int | None = GUILD, name: str | None = None) -> Requester:
     return Requester(user_id=user_id, display_name=name or f"User{user_id}", guild_id=guild_id, channel_id=CHANNEL)
+
+
+async def refused(coro) -> ServiceError:
+    """The ServiceError a refused service call raises."""
+    with pytest.raises(ServiceError) as error:
+        await coro
+    return error.value
 
 
 def make_settings(tmp_path, **overrides) -> Settings:

@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import pytest
 
-from bot.services import ImagineOptions, ServiceError
+from bot.services import ImagineOptions
 from bot.services.headshots import HEADSHOT_PROMPTS
 from storage import generations, jobs
 from storage.files import generation_root
-from tests.bot.services.conftest import GUILD, add_subject, give_adapter, requester
+from tests.bot.services.conftest import GUILD, add_subject, give_adapter, refused, requester
 
 ALICE, BOB = 101, 202
 
@@ -40,12 +40,6 @@ async def made(services):
 
 async def stored(services, queued):
     return await services.db.run(generations.get_generation, queued.generation_id)
-
-
-async def refused(coro) -> ServiceError:
-    with pytest.raises(ServiceError) as error:
-        await coro
-    return error.value
 
 
 async def test_reroll_copies_everything_but_the_seed(services, made):

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import pytest
 
-from bot.services import ImagineOptions, ServiceError
+from bot.services import ImagineOptions
 from storage import generations, jobs
-from tests.bot.services.conftest import ADMIN, CHANNEL, GUILD, FakeClock, add_subject, give_adapter, requester
+from tests.bot.services.conftest import ADMIN, CHANNEL, GUILD, FakeClock, add_subject, give_adapter, refused, requester
 
 ALICE, BOB, CAROL = 101, 202, 303
 UNKNOWN = "I don't know a trigger word `{}` that you can use. Check /subjects for yours and those shared with you."
@@ -20,12 +20,6 @@ async def trained(services, owner: int, trigger: str, **extra):
 
 async def imagine(services, user: int, prompt: str, guild: int | None = GUILD, **options):
     return await services.imagine.imagine(requester(user, guild), ImagineOptions(prompt=prompt, **options))
-
-
-async def refused(coro) -> ServiceError:
-    with pytest.raises(ServiceError) as error:
-        await coro
-    return error.value
 
 
 async def test_own_subject_resolves_to_its_newest_adapter_in_one_queued_generation(services):

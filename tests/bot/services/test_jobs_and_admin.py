@@ -6,18 +6,20 @@ import struct
 
 import pytest
 
-from bot.services import ImagineOptions, ServiceError, Upload
+from bot.services import ImagineOptions, Upload
 from storage import generations, jobs
 from storage.files import style_key
-from tests.bot.services.conftest import ADMIN, add_fake_photos, add_subject, give_adapter, lora_file_bytes, requester
+from tests.bot.services.conftest import (
+    ADMIN,
+    add_fake_photos,
+    add_subject,
+    give_adapter,
+    lora_file_bytes,
+    refused,
+    requester,
+)
 
 ALICE, BOB = 101, 202
-
-
-async def refused(coro) -> ServiceError:
-    with pytest.raises(ServiceError) as error:
-        await coro
-    return error.value
 
 
 async def test_status_shows_my_jobs_with_positions_and_triggers(services):

@@ -2,20 +2,13 @@
 
 from __future__ import annotations
 
-import pytest
 
-from bot.services import ServiceError, Upload
+from bot.services import Upload
 from storage import jobs
-from tests.bot.services.conftest import add_subject, requester
+from tests.bot.services.conftest import add_subject, refused, requester
 from tests.corpus import astronaut_jpeg, camera_jpeg, coffee_jpeg
 
 ALICE, BOB = 101, 202
-
-
-async def refused(coro) -> ServiceError:
-    with pytest.raises(ServiceError) as error:
-        await coro
-    return error.value
 
 
 async def test_add_list_caption_and_remove(services):

@@ -2,19 +2,11 @@
 
 from __future__ import annotations
 
-import pytest
 
-from bot.services import ServiceError
 from storage import consent, jobs
-from tests.bot.services.conftest import GUILD, add_fake_photos, add_subject, give_adapter, requester
+from tests.bot.services.conftest import GUILD, add_fake_photos, add_subject, give_adapter, refused, requester
 
 ALICE, BOB, CAROL = 101, 202, 303
-
-
-async def refused(coro) -> ServiceError:
-    with pytest.raises(ServiceError) as error:
-        await coro
-    return error.value
 
 
 async def test_only_the_owner_can_share_and_targets_are_checked(services):
