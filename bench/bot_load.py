@@ -198,7 +198,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m bench.bot_load", description=__doc__.splitlines()[0])
     parser.add_argument("--json", action="store_true", help="print one JSON object")
     parser.add_argument("--users", type=int, default=20)
-    parser.add_argument("--rounds", type=int, default=5, help="bursts, one after another")
+    parser.add_argument("--rounds", type=int, default=20, help="bursts, one after another")
     parser.add_argument("--probe-ms", type=float, default=5, help="how often the loop-lag probe runs during bursts")
     parser.add_argument("--train-steps", type=int, default=100_000, help="long enough to outlast the bursts")
     parser.add_argument("--warmup-timeout", type=float, default=600, help="seconds to wait for training to start")
