@@ -23,16 +23,22 @@ async def _wait(predicate, timeout: float, what: str):
     raise AssertionError(f"timed out waiting for {what}")
 
 
-@pytest.mark.slow
-async def test_a_killed_worker_is_restarted_and_the_job_resumes(tmp_path):
+async def _supervised_training(tmp_path, overrides: dict, stop_timeout_s: float):
+    """A queued tiny training job and a started supervisor: (job id, database, supervisor)."""
     world = make_world(tmp_path, worker_lease_s=30.0)  # long lease: recovery must not wait for it
     subject = add_subject(world, 1, "rraj")
     payload = {"subject_ids": [subject.id], "family": "tiny-sd15", "base_model": "tiny-sd15",
-               "overrides": {"steps": 8, "num_class_images": 2, "checkpoint_every": 2, "preview_every": 0}}
+               "overrides": {"num_class_images": 2, "preview_every": 0, **overrides}}
     job_id = jobs.enqueue_job(world.conn, "train", payload, user_id=1)
     db = await AsyncDatabase.open(world.settings.database_path)
-    supervisor = WorkerSupervisor(world.settings, db, min_backoff_s=0.2, stop_timeout_s=60)
+    supervisor = WorkerSupervisor(world.settings, db, min_backoff_s=0.2, stop_timeout_s=stop_timeout_s)
     supervisor.start()
+    return job_id, db, supervisor
+
+
+@pytest.mark.slow
+async def test_a_killed_worker_is_restarted_and_the_job_resumes(tmp_path):
+    job_id, db, supervisor = await _supervised_training(tmp_path, {"steps": 8, "checkpoint_every": 2}, 60)
     try:
         async def at_step_four():
             job = await db.run(jobs.get_job, job_id)
@@ -58,14 +64,7 @@ async def test_a_killed_worker_is_restarted_and_the_job_resumes(tmp_path):
 
 @pytest.mark.slow
 async def test_stop_sends_sigterm_and_the_worker_releases_its_job(tmp_path):
-    world = make_world(tmp_path, worker_lease_s=30.0)
-    subject = add_subject(world, 1, "rraj")
-    payload = {"subject_ids": [subject.id], "family": "tiny-sd15", "base_model": "tiny-sd15",
-               "overrides": {"steps": 400, "num_class_images": 2, "checkpoint_every": 0, "preview_every": 0}}
-    job_id = jobs.enqueue_job(world.conn, "train", payload, user_id=1)
-    db = await AsyncDatabase.open(world.settings.database_path)
-    supervisor = WorkerSupervisor(world.settings, db, min_backoff_s=0.2, stop_timeout_s=120)
-    supervisor.start()
+    job_id, db, supervisor = await _supervised_training(tmp_path, {"steps": 400, "checkpoint_every": 0}, 120)
     try:
         async def training():
             job = await db.run(jobs.get_job, job_id)
