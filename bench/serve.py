@@ -40,6 +40,7 @@ from peft.utils import get_peft_model_state_dict
 
 from storage.settings import Settings
 from trainer.families import get_family
+from trainer.families.base import inference_dtype
 from trainer.serving.adapter_cache import AdapterSource
 from trainer.serving.server import GenerationServer, Sampling
 
@@ -50,7 +51,7 @@ PROMPT = "a photo of rraj person as a Van Gogh painting"
 
 def write_random_adapters(family, model_path: str, folder: Path, count: int, device) -> list[AdapterSource]:
     """`count` LoRA files shaped like the trainer's (family default rank and targets), with random weights."""
-    pipe = family.load_pipeline(model_path, device, torch.float32 if device.type == "cpu" else torch.float16)
+    pipe = family.load_pipeline(model_path, device, inference_dtype(family, device))
     denoiser = family.denoiser(pipe)
     sources = []
     for index in range(count):
@@ -105,8 +106,7 @@ class Bench:
         """What a bot without a resident model does: load everything, load the adapter, render, drop it.
         Returns (total seconds, seconds spent loading the pipeline and the adapter)."""
         started = time.perf_counter()
-        dtype = torch.float32 if self.device.type == "cpu" else torch.float16
-        pipe = self.family.load_pipeline(self.model_path, self.device, dtype)
+        pipe = self.family.load_pipeline(self.model_path, self.device, inference_dtype(self.family, self.device))
         pipe.load_lora_weights(str(source.path.parent), weight_name=source.path.name, adapter_name="user")
         loaded = time.perf_counter()
         pipe(prompt=PROMPT, num_inference_steps=self.sampling.steps, guidance_scale=self.sampling.guidance,

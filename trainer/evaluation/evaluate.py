@@ -8,14 +8,12 @@ A handful of images at the family's default inference steps (configurable); seco
 
 from __future__ import annotations
 
-import gc
 import logging
 import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import torch
 from PIL import Image
 
 from trainer.evaluation.drift import DRIFT_METRIC_LABEL, NEUTRAL_PROMPTS, RenderedPrompt, measure_drift, render
@@ -29,6 +27,8 @@ from trainer.evaluation.fidelity import (
 )
 from trainer.evaluation.plots import training_plot_png
 from trainer.families import get_family
+from trainer.families.base import inference_device, inference_dtype
+from trainer.training.memory import free_memory
 
 log = logging.getLogger(__name__)
 
@@ -99,7 +99,7 @@ def evaluate_adapter(family: str, model_path: str | None, models_dir: Path | Non
     finally:
         if owned:
             del pipe
-            _free_memory()
+            free_memory()
     metrics = _metrics(subjects, base, adapted, models, options)
     metrics["evaluation"]["seconds"] = round(time.perf_counter() - started, 2)
     log.info("evaluated %s: drift %.4f, subject fidelity %.4f (%s)", adapter_path.name, metrics["drift"],
@@ -137,19 +137,10 @@ def _render_both(pipe, family, adapter_path: Path, subjects, options: Evaluation
 
 
 def _load_pipeline(family, model_path: str | None, models_dir: Path | None, device: str, quantize_nf4: bool):
-    target = torch.device("cuda" if device == "auto" and torch.cuda.is_available() else
-                          "cpu" if device == "auto" else device)
-    dtype = torch.float32
-    if target.type == "cuda":
-        dtype = torch.bfloat16 if family.spec.base == "flux" else torch.float16
+    target = inference_device(device)
     path = family.resolve_model_path(model_path, models_dir)
-    return family.load_pipeline(path, target, dtype, quantize_nf4=quantize_nf4 and target.type == "cuda")
-
-
-def _free_memory() -> None:
-    gc.collect()
-    if torch.cuda.is_available():
-        torch.cuda.empty_cache()
+    return family.load_pipeline(path, target, inference_dtype(family, target),
+                                quantize_nf4=quantize_nf4 and target.type == "cuda")
 
 
 # --------------------------------------------------------------------------- metrics

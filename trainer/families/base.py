@@ -196,6 +196,24 @@ class ModelFamily:
     kohya_unavailable_reason: ClassVar[str] = ""
 
 
+def inference_device(setting: str) -> torch.device:
+    """The device for a settings value: auto is CUDA when present, else the CPU."""
+    if setting == "auto":
+        if torch.cuda.is_available():
+            return torch.device("cuda")
+        return torch.device("cpu")
+    return torch.device(setting)
+
+
+def inference_dtype(family: ModelFamily, device: torch.device) -> torch.dtype:
+    """The weights' dtype for loading a pipeline to render with."""
+    if device.type != "cuda":
+        return torch.float32
+    if family.spec.base == "flux" and torch.cuda.is_bf16_supported():
+        return torch.bfloat16  # FLUX weights are published in bf16; fp16 overflows in its T5
+    return torch.float16
+
+
 def _device_map_target(device: torch.device) -> str:
     if device.type == "cuda":
         index = device.index if device.index is not None else torch.cuda.current_device()

@@ -25,6 +25,7 @@ from trainer.serving.requests import ConsentRevoked, RenderPlan, build_plan
 from trainer.serving.safety import blocked_message, blocked_word
 from trainer.serving.server import GenerationServer
 from trainer.serving.sheets import make_contact_sheet, make_grid
+from trainer.training.memory import is_out_of_memory
 from trainer.worker import JobContext, JobError, JobOutcome
 
 log = logging.getLogger(__name__)
@@ -88,7 +89,7 @@ def _render(ctx: JobContext, server: GenerationServer, plan: RenderPlan) -> tupl
         log.warning("generation %d: %s", plan.generation_id, error)
         raise JobError(DAMAGED) from None
     except RuntimeError as error:
-        if "out of memory" not in str(error).lower():
+        if not is_out_of_memory(error):
             raise
         out_of_memory = True
     else:
@@ -189,8 +190,8 @@ def evict_unusable_adapters(conn: sqlite3.Connection, server: GenerationServer) 
 def class_images_job(ctx: JobContext) -> JobOutcome:
     """Prior-preservation class images made ahead of training, on the server's resident pipeline when it is the
     same base model (no second copy), else on a pipeline loaded for the job."""
-    from trainer.training.class_images import ensure_class_images
     from trainer.families import family_spec
+    from trainer.training.class_images import ensure_class_images
     from trainer.training.config import TrainConfig
 
     payload = ctx.job.payload

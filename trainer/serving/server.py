@@ -12,7 +12,6 @@ Memory policy:
 
 from __future__ import annotations
 
-import gc
 import logging
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -24,10 +23,11 @@ from diffusers import AutoPipelineForImage2Image, AutoPipelineForInpainting
 from PIL import Image
 
 from trainer.families import get_family
-from trainer.families.base import ModelFamily
+from trainer.families.base import ModelFamily, inference_device, inference_dtype
 from trainer.serving.adapter_cache import AdapterCache, AdapterSource
 from trainer.serving.safety import NsfwFilter
 from trainer.serving.schedulers import SchedulerChoice, build_scheduler, choose_scheduler
+from trainer.training.memory import free_memory
 
 log = logging.getLogger(__name__)
 
@@ -46,22 +46,6 @@ class Sampling:
     guidance: float
     seed: int
     scheduler: str | None = None  # ddim, pndm, euler, euler_a, dpmpp_2m; None: the model's own
-
-
-def serving_device(setting: str) -> torch.device:
-    if setting == "auto":
-        if torch.cuda.is_available():
-            return torch.device("cuda")
-        return torch.device("cpu")
-    return torch.device(setting)
-
-
-def serving_dtype(family: ModelFamily, device: torch.device) -> torch.dtype:
-    if device.type != "cuda":
-        return torch.float32
-    if family.spec.base == "flux" and torch.cuda.is_bf16_supported():
-        return torch.bfloat16  # FLUX weights are published in bf16; fp16 overflows in its T5
-    return torch.float16
 
 
 class FamilyRuntime:
@@ -159,7 +143,7 @@ class GenerationServer:
 
     def __init__(self, settings, *, device: str | torch.device | None = None, hotswap: bool = True):
         self.settings = settings
-        self.device = torch.device(device) if device is not None else serving_device(settings.device)
+        self.device = torch.device(device) if device is not None else inference_device(settings.device)
         self.cache_size = settings.adapter_cache_size
         self.hotswap = hotswap
         self.pipeline_loads = 0
@@ -178,7 +162,7 @@ class GenerationServer:
         family = get_family(name)
         model_path = self.settings.model_path if name == self.settings.model_family else None
         path = family.resolve_model_path(model_path, self.settings.models_dir)
-        dtype = serving_dtype(family, self.device)
+        dtype = inference_dtype(family, self.device)
         nf4 = self._use_nf4(family)
         log.info("loading %s for generation on %s (%s%s)", name, self.device, dtype, ", NF4" if nf4 else "")
         pipe = family.load_pipeline(path, self.device, dtype, quantize_nf4=nf4)
@@ -218,9 +202,7 @@ class GenerationServer:
 
     def free_memory(self) -> None:
         """Return cached allocator blocks after a failure (an out-of-memory error, say)."""
-        gc.collect()
-        if self.device.type == "cuda":
-            torch.cuda.empty_cache()
+        free_memory()
 
     def release_gpu(self) -> None:
         """Drop the resident pipelines so training can have the whole GPU; the next request loads them again."""

@@ -17,7 +17,7 @@ import torch
 from PIL import Image
 
 from trainer.families import get_family
-from trainer.families.base import ModelFamily
+from trainer.families.base import ModelFamily, inference_dtype
 from trainer.training.atomic_files import write_atomically, write_bytes_atomically
 from trainer.training.seeding import derived_seed
 
@@ -72,11 +72,8 @@ def _generate(family: ModelFamily, pipeline, prompt: str, resolution: int, indic
 
 def _load_base_pipeline(family: ModelFamily, model_path: str | None, models_dir: Path | None, device):
     device = torch.device(device)
-    dtype = torch.float16 if device.type == "cuda" else torch.float32
-    if device.type == "cuda" and family.spec.base == "flux":
-        dtype = torch.bfloat16
     path = family.resolve_model_path(model_path, models_dir)
-    return family.load_pipeline(path, device, dtype)
+    return family.load_pipeline(path, device, inference_dtype(family, device))
 
 
 class _adapters_disabled:

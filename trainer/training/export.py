@@ -96,9 +96,3 @@ def _read_safetensors(path: Path) -> tuple[dict[str, torch.Tensor], dict[str, st
         tensors = {key: handle.get_tensor(key) for key in handle.keys()}
         header = dict(handle.metadata() or {})
     return tensors, header
-
-
-def read_adapter_metadata(path: Path) -> dict[str, str]:
-    """The safetensors header of an exported adapter (strings, as stored)."""
-    with safe_open(str(path), framework="pt", device="cpu") as handle:
-        return dict(handle.metadata() or {})
