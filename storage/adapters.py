@@ -97,15 +97,6 @@ def newest_adapter_for_subject(
     return _from_row(conn, row) if row else None
 
 
-def adapters_for_subject(conn: sqlite3.Connection, subject_id: int) -> list[Adapter]:
-    rows = conn.execute(
-        "SELECT a.* FROM adapters a JOIN adapter_subjects s ON s.adapter_id = a.id WHERE s.subject_id = ?"
-        " ORDER BY a.id",
-        (subject_id,),
-    ).fetchall()
-    return [_from_row(conn, row) for row in rows]
-
-
 def existing_adapter_ids(conn: sqlite3.Connection, adapter_ids: Sequence[int]) -> set[int]:
     """Which of these adapters still exist (the worker evicts the rest from its cache)."""
     if not adapter_ids:

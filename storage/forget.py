@@ -12,6 +12,7 @@ import logging
 import sqlite3
 from dataclasses import dataclass
 
+from storage import jobs
 from storage.db import now as _now
 from storage.db import transaction
 from storage.files import FileStore, generation_root, user_root
@@ -42,8 +43,7 @@ def _report(conn: sqlite3.Connection, user_id: int) -> ForgetReport:
         adapters=_count(conn, "SELECT count(*) FROM adapters WHERE owner_id = ?", user_id),
         generations=_count(conn, "SELECT count(*) FROM generations WHERE user_id = ?", user_id),
         grants=_count(conn, f"SELECT count(*) FROM grants WHERE subject_id IN ({subjects})", user_id),
-        jobs_stopped=_count(conn, "SELECT count(*) FROM jobs WHERE user_id = ? AND state IN ('queued', 'running')",
-                            user_id),
+        jobs_stopped=_count(conn, "SELECT count(*) FROM jobs WHERE user_id = ? AND " + jobs.ACTIVE_SQL, user_id),
     )
 
 
@@ -62,15 +62,7 @@ def tombstone_user(conn: sqlite3.Connection, user_id: int) -> ForgetReport | Non
             "DELETE FROM grants WHERE user_id = ? OR subject_id IN (SELECT id FROM subjects WHERE owner_id = ?)",
             (user_id, user_id),
         )
-        conn.execute(
-            "UPDATE jobs SET state = 'cancelled', finished_at = ?, updated_at = ?, message = 'deleted on request'"
-            " WHERE user_id = ? AND state = 'queued'",
-            (stamp, stamp, user_id),
-        )
-        conn.execute(
-            "UPDATE jobs SET cancel_requested = 1, updated_at = ? WHERE user_id = ? AND state = 'running'",
-            (stamp, user_id),
-        )
+        jobs.stop_jobs(conn, "user_id = ?", (user_id,), message="deleted on request", stamp=stamp)
     return report
 
 
@@ -110,8 +102,3 @@ def sweep_forgotten(conn: sqlite3.Connection, store: FileStore) -> list[int]:
         log.info("forgot user %d", user_id)
     return pending
 
-
-def forget_pending(conn: sqlite3.Connection, user_id: int) -> bool:
-    """True while a forget of this user is still waiting for a running job to stop."""
-    row = conn.execute("SELECT forgotten_at FROM users WHERE id = ?", (user_id,)).fetchone()
-    return row is not None and row[0] is not None

@@ -103,10 +103,6 @@ def delete_generation(conn: sqlite3.Connection, generation_id: int) -> Generatio
     return generation
 
 
-def generations_of_user(conn: sqlite3.Connection, user_id: int) -> list[Generation]:
-    rows = conn.execute("SELECT * FROM generations WHERE user_id = ? ORDER BY id", (user_id,)).fetchall()
-    return [_from_row(conn, row) for row in rows]
-
 
 # Styles.
 @dataclass(frozen=True)

@@ -22,6 +22,8 @@ KINDS = ("train", "generate", "class_images")
 PRIORITY = {"generate": 0, "class_images": 5, "train": 10}
 ACTIVE = ("queued", "running")
 TERMINAL = ("succeeded", "failed", "cancelled")
+ACTIVE_SQL = "state IN (" + ", ".join(f"'{s}'" for s in ACTIVE) + ")"
+TERMINAL_SQL = "state IN (" + ", ".join(f"'{s}'" for s in TERMINAL) + ")"
 
 
 @dataclass(frozen=True)
@@ -202,19 +204,24 @@ def request_cancel(conn: sqlite3.Connection, job_id: int) -> str:
         row = conn.execute("SELECT state FROM jobs WHERE id = ?", (job_id,)).fetchone()
         if row is None:
             return "not_found"
-        if row[0] == "queued":
-            conn.execute(
-                "UPDATE jobs SET state = 'cancelled', finished_at = ?, updated_at = ?, message = 'cancelled'"
-                " WHERE id = ?",
-                (stamp, stamp, job_id),
-            )
-            return "cancelled"
-        if row[0] == "running":
-            conn.execute(
-                "UPDATE jobs SET cancel_requested = 1, updated_at = ? WHERE id = ?", (stamp, job_id)
-            )
-            return "requested"
-        return "finished"
+        if row[0] not in ACTIVE:
+            return "finished"
+        stop_jobs(conn, "id = ?", (job_id,), message="cancelled", stamp=stamp)
+        return "cancelled" if row[0] == "queued" else "requested"
+
+
+def stop_jobs(conn: sqlite3.Connection, where: str, params: tuple, *, message: str, stamp: float) -> None:
+    """Cancel the matching queued jobs now, and ask running ones to stop (the worker honours the flag).
+    Call inside a transaction."""
+    conn.execute(
+        "UPDATE jobs SET state = 'cancelled', finished_at = ?, updated_at = ?, message = ?"
+        " WHERE state = 'queued' AND " + where,
+        (stamp, stamp, message, *params),
+    )
+    conn.execute(
+        "UPDATE jobs SET cancel_requested = 1, updated_at = ? WHERE state = 'running' AND " + where,
+        (stamp, *params),
+    )
 
 
 def get_job(conn: sqlite3.Connection, job_id: int) -> Job | None:
@@ -237,7 +244,7 @@ def queue_position(conn: sqlite3.Connection, job_id: int) -> int | None:
 
 
 def active_jobs(conn: sqlite3.Connection, user_id: int | None = None) -> list[Job]:
-    query = "SELECT * FROM jobs WHERE state IN ('queued', 'running')"
+    query = "SELECT * FROM jobs WHERE " + ACTIVE_SQL
     params: tuple = ()
     if user_id is not None:
         query += " AND user_id = ?"
@@ -248,7 +255,7 @@ def active_jobs(conn: sqlite3.Connection, user_id: int | None = None) -> list[Jo
 
 def count_active(conn: sqlite3.Connection, user_id: int, kind: str) -> int:
     return conn.execute(
-        "SELECT count(*) FROM jobs WHERE user_id = ? AND kind = ? AND state IN ('queued', 'running')",
+        "SELECT count(*) FROM jobs WHERE user_id = ? AND kind = ? AND " + ACTIVE_SQL,
         (user_id, kind),
     ).fetchone()[0]
 
@@ -268,7 +275,7 @@ def jobs_to_report(conn: sqlite3.Connection) -> list[Job]:
     """Jobs with news for their message: changed since last rendered, or finished and not yet announced."""
     rows = conn.execute(
         "SELECT * FROM jobs WHERE channel_id IS NOT NULL AND notified = 0"
-        " AND (reported_at IS NULL OR updated_at > reported_at OR state IN ('succeeded', 'failed', 'cancelled'))"
+        " AND (reported_at IS NULL OR updated_at > reported_at OR " + TERMINAL_SQL + ")"
         " ORDER BY id"
     ).fetchall()
     return [Job.from_row(row) for row in rows]

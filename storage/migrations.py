@@ -76,7 +76,6 @@ def migrate(conn: sqlite3.Connection, migrations: Sequence[Migration] | None = N
     versions = [m.version for m in migrations]
     if versions != sorted(set(versions)):
         raise ValueError("migration versions must be unique and increasing")
-    _ensure_table(conn)
     done = applied_versions(conn)
     applied = []
     for migration in migrations:

@@ -42,8 +42,7 @@ class Subject:
 
 def ensure_user(conn: sqlite3.Connection, user_id: int, display_name: str = "") -> None:
     """Create the user row on first contact; a user whose deletion is still running must wait."""
-    row = conn.execute("SELECT forgotten_at FROM users WHERE id = ?", (user_id,)).fetchone()
-    if row is not None and row[0] is not None:
+    if is_forgotten(conn, user_id):
         raise UserBeingForgottenError(user_id)
     conn.execute(
         "INSERT INTO users (id, display_name, created_at) VALUES (?, ?, ?)"
@@ -53,6 +52,7 @@ def ensure_user(conn: sqlite3.Connection, user_id: int, display_name: str = "") 
 
 
 def is_forgotten(conn: sqlite3.Connection, user_id: int) -> bool:
+    """True from the tombstone until the sweep removes the user (a forget may wait for a running job)."""
     row = conn.execute("SELECT forgotten_at FROM users WHERE id = ?", (user_id,)).fetchone()
     return row is not None and row[0] is not None
 

@@ -3,7 +3,8 @@
 import hashlib
 
 from storage import adapters, consent, files, generations, jobs, photos
-from storage.forget import forget_pending, sweep_forgotten, tombstone_user
+from storage.forget import sweep_forgotten, tombstone_user
+from storage.subjects import is_forgotten
 from tests.storage.conftest import make_subject
 
 ANN, BOB = 900000000000000001, 900000000000000002
@@ -75,7 +76,7 @@ def test_forget_waits_for_a_running_job_then_finishes(conn, store):
     tombstone_user(conn, ANN)
     assert jobs.heartbeat(conn, job.id, "worker", 60).cancel_requested
     assert sweep_forgotten(conn, store) == []  # the trainer may still be writing
-    assert forget_pending(conn, ANN)
+    assert is_forgotten(conn, ANN)
     jobs.finish_job(conn, job.id, "worker", "cancelled")
     assert sweep_forgotten(conn, store) == [ANN]
     assert _mentions(conn, ANN, ["rraj"]) == []
@@ -99,7 +100,7 @@ def test_a_crash_half_way_through_the_sweep_is_finished_by_the_next_one(conn, st
     except OSError:
         pass
     monkeypatch.undo()
-    assert forget_pending(conn, ANN)  # the tombstone survived the crash
+    assert is_forgotten(conn, ANN)  # the tombstone survived the crash
     assert sweep_forgotten(conn, store) == [ANN]
     assert _mentions(conn, ANN, ["rraj"]) == []
     assert not [f for f in store.list_files() if f.startswith(f"users/{ANN}")]
