@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import io
 import json
 import logging
 import os
@@ -27,14 +26,14 @@ import time
 from pathlib import Path
 
 import simcord
-from PIL import Image
 from simcord import actors as sim_actors
 from simcord import interactions as sim_interactions
 from simcord.enums import AppCommandType, InteractionType
 from simcord.http import router as sim_router
-from skimage import data as skdata
 
 from bot.app import create_bot
+from bot.console import demo_photo_jpegs
+from bot.loop_lag import percentile
 from bot.services import Services
 from bot.supervisor import WorkerSupervisor
 from storage import jobs
@@ -51,13 +50,6 @@ BURST = (
     ("admin limits", {}),
     ("cancel", {"job": 999_999}),
 )
-
-
-def percentile(values: list[float], pct: float) -> float:
-    ordered = sorted(values)
-    if not ordered:
-        return 0.0
-    return ordered[max(0, min(len(ordered) - 1, int(round(pct / 100 * len(ordered) + 0.5)) - 1))]
 
 
 class AckClock:
@@ -97,15 +89,6 @@ def deliver(actor, channel, name: str, options: dict) -> int:
     return record.id
 
 
-def face_jpegs() -> list[tuple[str, bytes]]:
-    out = []
-    for name, pixels in (("astronaut.jpg", skdata.astronaut()), ("camera.jpg", skdata.camera())):
-        buffer = io.BytesIO()
-        Image.fromarray(pixels).convert("RGB").save(buffer, format="JPEG", quality=92)
-        out.append((name, buffer.getvalue()))
-    return out
-
-
 async def wait_for_training(db: AsyncDatabase, job_id: int, owner: str | None, timeout_s: float) -> jobs.Job:
     """Until this worker is running training steps on the job (its progress line carries a loss)."""
     deadline = time.monotonic() + timeout_s
@@ -138,7 +121,7 @@ async def cancel_generations(db: AsyncDatabase) -> None:
             await db.run(jobs.request_cancel, job.id)
 
 
-async def measure(env, bot, db, settings, supervisor, channel, members, job_id: int, args) -> dict:
+async def measure(env, bot, db, supervisor, channel, members, job_id: int, args) -> dict:
     """Start the worker, wait until it trains, send the bursts, stop the worker (the job goes back to the queue)."""
     supervisor.start()
     try:
@@ -177,14 +160,13 @@ async def run(args: argparse.Namespace) -> dict:
             channel = guild.create_text_channel("likeness")
             members = [guild.add_member(env.create_user(f"user{i}")) for i in range(args.users)]
             shown = await members[0].slash(channel, "train", trigger="rraj")
-            await members[0].submit_modal(shown, {"likeness:photos": face_jpegs()})
+            await members[0].submit_modal(shown, {"likeness:photos": demo_photo_jpegs()})
             job_id = (await db.run(jobs.active_jobs, members[0].id))[0].id
-            parts = (members, job_id, args)
-            result = await measure(env, bot, db, settings, WorkerSupervisor(settings, db, stop_timeout_s=60),
-                                   channel, *parts)
+            plain = WorkerSupervisor(settings, db, stop_timeout_s=60)
+            result = await measure(env, bot, db, plain, channel, members, job_id, args)
             if args.compare_nice:
                 niced = WorkerSupervisor(settings.model_copy(update={"worker_nice": 10}), db, stop_timeout_s=60)
-                result["with_worker_nice_10"] = await measure(env, bot, db, settings, niced, channel, *parts)
+                result["with_worker_nice_10"] = await measure(env, bot, db, niced, channel, members, job_id, args)
             await db.run(jobs.request_cancel, job_id)
     result.update({
         "users": args.users, "commands_per_user": len(BURST), "rounds": args.rounds,

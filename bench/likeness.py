@@ -26,6 +26,7 @@ import tempfile
 import time
 from pathlib import Path
 
+from bot.console import demo_photo_jpegs
 from trainer.evaluation.evaluate import EvaluationOptions, EvaluationSubject, evaluate_adapter
 from trainer.photos import IntakeRules, inspect_batch
 
@@ -37,24 +38,8 @@ QUICK = {"train_seeds": (0,), "steps": 100}
 RECIPE = {"learning_rate": 5e-3, "rank": 4, "prior_loss_weight": 1.0, "num_class_images": 4}
 
 
-def _jpeg(pixels) -> bytes:
-    import io
-
-    import numpy as np
-    from PIL import Image
-
-    if pixels.ndim == 2:
-        pixels = np.stack([pixels] * 3, axis=-1)
-    buffer = io.BytesIO()
-    Image.fromarray(pixels).save(buffer, format="JPEG", quality=92)
-    return buffer.getvalue()
-
-
 def face_crops(folder: Path) -> list[Path]:
-    from skimage import data
-
-    uploads = [("astronaut.jpg", _jpeg(data.astronaut())), ("camera.jpg", _jpeg(data.camera()))]
-    results = inspect_batch(uploads, IntakeRules.for_family(FAMILY))
+    results = inspect_batch(demo_photo_jpegs(), IntakeRules.for_family(FAMILY))
     paths = []
     for index, result in enumerate(results):
         if result.prepared is None:

@@ -322,18 +322,28 @@ class ConsoleSession:
         self.say(render.limits_view(await self.services.admin.limits(self.user)))
 
 
-def write_demo_photos(folder: Path) -> list[Path]:
-    """Two real face photos from scikit-image's bundled data, so a newcomer can try training without selfies."""
+def demo_photo_jpegs() -> list[tuple[str, bytes]]:
+    """Two real face photos from scikit-image's bundled data, as (file name, JPEG bytes)."""
+    import io
+
     from PIL import Image
     from skimage import data
 
+    photos = []
+    for name, pixels in (("astronaut.jpg", data.astronaut()), ("camera.jpg", data.camera())):
+        buffer = io.BytesIO()
+        Image.fromarray(pixels).convert("RGB").save(buffer, format="JPEG", quality=92)
+        photos.append((name, buffer.getvalue()))
+    return photos
+
+
+def write_demo_photos(folder: Path) -> list[Path]:
+    """The demo photos as files, so a newcomer can try training without selfies."""
     folder.mkdir(parents=True, exist_ok=True)
-    photos = {"astronaut.jpg": data.astronaut(), "camera.jpg": data.camera()}
     written = []
-    for name, pixels in photos.items():
-        image = Image.fromarray(pixels).convert("RGB")
+    for name, jpeg in demo_photo_jpegs():
         path = folder / name
-        image.save(path, format="JPEG", quality=92)
+        path.write_bytes(jpeg)
         written.append(path)
     return written
 

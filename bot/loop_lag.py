@@ -14,6 +14,14 @@ import time
 from collections import deque
 
 
+def percentile(values, pct: float) -> float:
+    """The nearest-rank percentile (0.0 for no values)."""
+    ordered = sorted(values)
+    if not ordered:
+        return 0.0
+    return ordered[max(0, min(len(ordered) - 1, math.ceil(pct / 100 * len(ordered)) - 1))]
+
+
 class LoopLagMonitor:
     def __init__(self, interval_s: float = 0.05, keep: int = 20_000) -> None:
         self.interval_s = interval_s
@@ -53,11 +61,7 @@ class LoopLagMonitor:
                     return
 
     def percentile(self, pct: float) -> float:
-        values = sorted(self.samples_ms)
-        if not values:
-            return 0.0
-        rank = max(0, min(len(values) - 1, math.ceil(pct / 100 * len(values)) - 1))
-        return values[rank]
+        return percentile(self.samples_ms, pct)
 
     def summary(self) -> dict[str, float]:
         return {
