@@ -123,6 +123,14 @@ def set_subject_group(conn: sqlite3.Connection, subject_id: int, group_id: int |
     conn.execute("UPDATE subjects SET group_id = ? WHERE id = ?", (group_id, subject_id))
 
 
+def group_id_named(conn: sqlite3.Connection, owner_id: int, name: str) -> int | None:
+    """The owner's family group of that name, if it exists (group_id_for creates it)."""
+    row = conn.execute(
+        "SELECT id FROM subject_groups WHERE owner_id = ? AND name = ?", (owner_id, name)
+    ).fetchone()
+    return row[0] if row else None
+
+
 def subjects_in_group(conn: sqlite3.Connection, group_id: int) -> list[Subject]:
     rows = conn.execute(
         "SELECT * FROM subjects WHERE group_id = ? AND deleted_at IS NULL ORDER BY id", (group_id,)

@@ -4,7 +4,6 @@ params.headshot_prompts, one image each, and builds the contact sheet."""
 from __future__ import annotations
 
 from bot.services.errors import ServiceError
-from bot.services.params import validate_count
 
 SUBJECT_SLOT = "{subject}"
 HEADSHOT_PROMPTS = (
@@ -26,11 +25,8 @@ HEADSHOT_NEGATIVE = (
 DEFAULT_HEADSHOTS = 4
 
 
-def headshot_prompts(prompt_name: str, count: object) -> list[str]:
-    """`count` prompts from the set (1 to all of it), with the subject written in."""
-    chosen = validate_count(
-        count, maximum=len(HEADSHOT_PROMPTS), default=DEFAULT_HEADSHOTS, what="The number of headshots"
-    )
+def headshot_prompts(prompt_name: str, count: int) -> list[str]:
+    """The first `count` prompts of the set (validated by the caller), with the subject written in."""
     if not prompt_name.strip():
         raise ServiceError("no_subject", "Say whose headshots to make.")
-    return [template.replace(SUBJECT_SLOT, prompt_name) for template in HEADSHOT_PROMPTS[:chosen]]
+    return [template.replace(SUBJECT_SLOT, prompt_name) for template in HEADSHOT_PROMPTS[:count]]

@@ -68,15 +68,19 @@ class UsageLimits:
                 f"{limit}); wait for one to finish, or /cancel one.",
             )
 
+    def training_slot_free(self, conn: sqlite3.Connection, user_id: int) -> bool:
+        """Whether this user may start another training job now (admins always may)."""
+        return self.exempt(user_id) or (
+            jobs.count_active(conn, user_id, "train") < self.settings.max_training_jobs_per_user
+        )
+
     def check_training_jobs(self, conn: sqlite3.Connection, user_id: int) -> None:
-        if self.exempt(user_id):
+        if self.training_slot_free(conn, user_id):
             return
-        active = [job for job in jobs.active_jobs(conn, user_id) if job.kind == "train"]
-        if len(active) >= self.settings.max_training_jobs_per_user:
-            newest = active[-1]
-            state = "running" if newest.state == "running" else "waiting in the queue"
-            raise ServiceError(
-                "training_busy",
-                f"You already have a training job (#{newest.id}) {state}; wait for it to finish or /cancel it, "
-                "then try again (/photos add works meanwhile).",
-            )
+        newest = [job for job in jobs.active_jobs(conn, user_id) if job.kind == "train"][-1]
+        state = "running" if newest.state == "running" else "waiting in the queue"
+        raise ServiceError(
+            "training_busy",
+            f"You already have a training job (#{newest.id}) {state}; wait for it to finish or /cancel it, "
+            "then try again (/photos add works meanwhile).",
+        )

@@ -8,14 +8,14 @@ from collections.abc import Sequence
 from bot.services.context import ServiceContext
 from bot.services.errors import ServiceError
 from bot.services.photo_intake import CheckedPhoto, check_batch_size, inspect_uploads, remove_files, store_checked_photos
-from bot.services.subject_access import active_training_job, ensure_requester, own_subject
+from bot.services.subject_access import active_training_job, ensure_requester, own_subject, own_subject_by_id
 from bot.services.training_outcome import subject_ref
 from bot.services.types import PhotoInfo, Requester, TrainOutcome, Upload
 from storage import photos
 from storage.db import transaction
 from storage.files import FileStore
 from storage.photos import Photo
-from storage.subjects import Subject, get_subject
+from storage.subjects import Subject
 from trainer.captions import sanitise_caption
 
 
@@ -121,9 +121,3 @@ class PhotoService:
         photos.set_caption(conn, photo.id, verdict.caption)
         return _photo_info(self.ctx.store, number, photos.get_photo(conn, photo.id))
 
-
-def own_subject_by_id(conn: sqlite3.Connection, owner_id: int, subject_id: int) -> Subject:
-    subject = get_subject(conn, subject_id)
-    if subject is None or subject.owner_id != owner_id:
-        raise ServiceError("no_subject", "That subject was deleted meanwhile.")
-    return subject

@@ -54,12 +54,26 @@ def being_forgotten_error() -> ServiceError:
     )
 
 
+def find_own_subject(conn: sqlite3.Connection, owner_id: int, raw_trigger: str) -> Subject | None:
+    """The owner's subject with this trigger or a look-alike of it (trigger keys are unique), else None."""
+    subject = subjects.subject_by_trigger_key(conn, trigger_skeleton(raw_trigger or ""))
+    return subject if subject is not None and subject.owner_id == owner_id else None
+
+
 def own_subject(conn: sqlite3.Connection, owner_id: int, raw_trigger: str) -> Subject:
-    key = trigger_skeleton(raw_trigger or "")
-    for subject in subjects.subjects_owned(conn, owner_id):
-        if subject.trigger_key == key:
-            return subject
-    raise no_own_subject_error(raw_trigger)
+    subject = find_own_subject(conn, owner_id, raw_trigger)
+    if subject is None:
+        raise no_own_subject_error(raw_trigger)
+    return subject
+
+
+def own_subject_by_id(conn: sqlite3.Connection, owner_id: int, subject_id: int,
+                      gone: str = "That subject was deleted meanwhile.") -> Subject:
+    """The owner's subject by id; `gone` is the message when it was deleted (or is not theirs)."""
+    subject = subjects.get_subject(conn, subject_id)
+    if subject is None or subject.owner_id != owner_id:
+        raise ServiceError("no_subject", gone)
+    return subject
 
 
 def usable_subject(conn: sqlite3.Connection, req: Requester, raw_trigger: str) -> Subject:

@@ -13,7 +13,7 @@ from pathlib import Path
 from bot.services.context import ServiceContext
 from bot.services.errors import ServiceError
 from bot.services.photo_intake import CheckedPhoto, check_batch_size, inspect_uploads, remove_files, store_checked_photos
-from bot.services.subject_access import ensure_requester, shown
+from bot.services.subject_access import ensure_requester, find_own_subject, own_subject_by_id, shown
 from bot.services.training_outcome import TrainingPlan, family_outcome, train_outcome
 from bot.services.types import Requester, TrainOutcome, Upload
 from storage import jobs, photos, subjects
@@ -119,7 +119,7 @@ class TrainingService:
             self.ctx.limits.check_training_jobs(conn, req.user_id)
         taken = subjects.taken_trigger_keys(conn)
         if raw_trigger and raw_trigger.strip():
-            own = _own_subject_by_key(conn, req.user_id, trigger_skeleton(raw_trigger))
+            own = find_own_subject(conn, req.user_id, raw_trigger)
             if own is not None:
                 return _extend_plan(conn, own, group, class_noun)
             verdict = validate_trigger(raw_trigger, taken)
@@ -161,9 +161,8 @@ class TrainingService:
     def _subject_for(self, conn: sqlite3.Connection, req: Requester, plan: TrainingPlan) -> Subject:
         group_id = subjects.group_id_for(conn, req.user_id, plan.group) if plan.group else None
         if plan.subject is not None:
-            current = subjects.get_subject(conn, plan.subject.id)
-            if current is None or current.owner_id != req.user_id:
-                raise ServiceError("no_subject", f"`{plan.trigger}` was deleted meanwhile; start again with /train.")
+            current = own_subject_by_id(conn, req.user_id, plan.subject.id,
+                                        f"`{plan.trigger}` was deleted meanwhile; start again with /train.")
             if group_id is not None and current.group_id != group_id:
                 subjects.set_subject_group(conn, current.id, group_id)
             return current
@@ -183,19 +182,15 @@ class TrainingService:
     ) -> int | None:
         if plan.group is not None or total < self.ctx.settings.min_photos_per_subject:
             return None
-        if not self.ctx.limits.exempt(req.user_id):
-            busy = [job for job in jobs.active_jobs(conn, req.user_id) if job.kind == "train"]
-            if len(busy) >= self.ctx.settings.max_training_jobs_per_user:
-                return None  # a job started meanwhile; the photos are kept and the outcome says to retrain later
+        if not self.ctx.limits.training_slot_free(conn, req.user_id):
+            return None  # a job started meanwhile; the photos are kept and the outcome says to retrain later
         return enqueue_training(conn, self.ctx, req, [subject.id])
 
     def _queue_family(self, conn: sqlite3.Connection, req: Requester, name: str) -> TrainOutcome:
         with transaction(conn):
             ensure_requester(conn, req)
-            members = [
-                subject for subject in subjects.subjects_owned(conn, req.user_id)
-                if subject.group_id is not None and subjects.group_name(conn, subject.group_id) == name
-            ]
+            group_id = subjects.group_id_named(conn, req.user_id, name)
+            members = subjects.subjects_in_group(conn, group_id) if group_id is not None else []
             if not members:
                 raise ServiceError(
                     "no_group",
@@ -206,10 +201,6 @@ class TrainingService:
             self.ctx.limits.check_training_jobs(conn, req.user_id)
             job_id = enqueue_training(conn, self.ctx, req, [subject.id for subject in members])
         return family_outcome(name, members, sum(counts.values()), job_id, jobs.queue_position(conn, job_id))
-
-
-def _own_subject_by_key(conn: sqlite3.Connection, owner_id: int, key: str) -> Subject | None:
-    return next((s for s in subjects.subjects_owned(conn, owner_id) if s.trigger_key == key), None)
 
 
 def _extend_plan(conn: sqlite3.Connection, subject: Subject, group: str | None, noun: str) -> TrainingPlan:
