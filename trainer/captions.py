@@ -8,7 +8,7 @@ from __future__ import annotations
 import logging
 import re
 import unicodedata
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -48,6 +48,20 @@ def clean_text(raw: str) -> str:
     text = "".join(" " if ch in "\t\n\r\v\f\x85\u2028\u2029" else ch for ch in text)
     text = "".join(ch for ch in text if not unicodedata.category(ch).startswith("C"))
     return " ".join(text.split())
+
+
+def blocked_word(texts: Iterable[str], blocklist: Sequence[str]) -> str | None:
+    """The first blocklist entry found as a whole word or phrase in any of the texts, ignoring case, width
+    variants and invisible characters (the bot checks before queueing, the worker again before rendering)."""
+    folded = [clean_text(text).casefold() for text in texts if text]
+    for entry in blocklist:
+        entry = clean_text(entry).casefold()
+        if not entry:
+            continue
+        pattern = re.compile(rf"(?<![^\W_]){re.escape(entry)}(?![^\W_])")
+        if any(pattern.search(text) for text in folded):
+            return entry
+    return None
 
 
 def _trigger_pattern(trigger: str) -> re.Pattern[str]:

@@ -20,7 +20,7 @@ from bot.services.types import Requester
 from storage import consent
 from storage.adapters import Adapter
 from storage.subjects import Subject
-from trainer.captions import clean_text
+from trainer.captions import blocked_word, clean_text
 from trainer.tokens import CLASS_NOUNS, normalise_trigger, trigger_skeleton, validate_trigger
 
 MAX_PROMPT_CHARS = 1000
@@ -56,18 +56,8 @@ def clean_prompt(raw: object, *, what: str = "prompt", max_chars: int = MAX_PROM
     return text
 
 
-def blocked_word(text: str, blocklist: Sequence[str]) -> str | None:
-    """The first blocklist entry found as a whole word (or phrase), ignoring case."""
-    folded = text.casefold()
-    for entry in blocklist:
-        entry = " ".join(entry.casefold().split())
-        if entry and re.search(rf"(?<![^\W_]){re.escape(entry)}(?![^\W_])", folded):
-            return entry
-    return None
-
-
 def check_blocklist(text: str, blocklist: Sequence[str]) -> None:
-    word = blocked_word(text, blocklist)
+    word = blocked_word([text], blocklist)
     if word is not None:
         raise ServiceError(
             "blocked_prompt", f"This server does not allow `{word}` in prompts; please rephrase."

@@ -18,7 +18,8 @@ from trainer.serving.multi_person import assign_faces, person_prompt, refine_fac
 from trainer.serving.pngmeta import ImageParameters, LoraUse, format_parameters, parse_parameters, png_bytes
 from trainer.serving.pngmeta import read_parameters
 from trainer.serving.requests import Person
-from trainer.serving.safety import NsfwFilter, blocked_word
+from trainer.captions import blocked_word
+from trainer.serving.safety import NsfwFilter
 from trainer.serving.server import GenerationServer, Sampling
 from trainer.serving.sheets import grid_shape, make_contact_sheet, make_grid
 

@@ -22,7 +22,8 @@ from trainer.serving.cards import shrink_to_fit
 from trainer.serving.kinds import RenderedImage, Renderer, RenderProgress, RenderStopped, estimated_steps
 from trainer.serving.pngmeta import format_parameters, png_bytes
 from trainer.serving.requests import ConsentRevoked, RenderPlan, build_plan
-from trainer.serving.safety import blocked_message, blocked_word
+from trainer.captions import blocked_word
+from trainer.serving.safety import blocked_message
 from trainer.serving.server import GenerationServer
 from trainer.serving.sheets import make_contact_sheet, make_grid
 from trainer.training.memory import is_out_of_memory

@@ -1,7 +1,7 @@
-"""Safety in the worker: the prompt blocklist checked again, and an NSFW image checker when its weights are local.
+"""Safety in the worker: the blocked-prompt message, and an NSFW image checker when its weights are local.
 
-The bot's services refuse blocked prompts before queueing; the worker checks again because the admin may have
-changed the list while the job waited. The image checker is the Stable Diffusion safety checker (a CLIP vision
+The bot's services refuse blocked prompts before queueing; the worker checks again with the same
+`trainer.captions.blocked_word`, because the admin may have changed the list while the job waited. The image checker is the Stable Diffusion safety checker (a CLIP vision
 model plus concept embeddings, `CompVis/stable-diffusion-safety-checker` layout: config, weights and the CLIP
 image-processor config in one folder). It runs only when that folder exists on this machine: weights are never
 downloaded. Flagged images are withheld, not blacked out.
@@ -10,9 +10,7 @@ downloaded. Flagged images are withheld, not blacked out.
 from __future__ import annotations
 
 import logging
-import re
-import unicodedata
-from collections.abc import Iterable, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
@@ -20,27 +18,6 @@ import torch
 from PIL import Image
 
 log = logging.getLogger(__name__)
-
-_INVISIBLE = re.compile("[\u200b-\u200f\u2060-\u2064\ufeff\u00ad]")
-
-
-def _folded(text: str) -> str:
-    text = unicodedata.normalize("NFKC", text)
-    return _INVISIBLE.sub("", text).casefold()
-
-
-def blocked_word(texts: Iterable[str], blocklist: Sequence[str]) -> str | None:
-    """The first blocklist entry found as a whole word or phrase in any of the texts, ignoring case."""
-    folded = [" ".join(_folded(text).split()) for text in texts if text]
-    for entry in blocklist:
-        entry = " ".join(_folded(entry).split())
-        if not entry:
-            continue
-        pattern = re.compile(rf"(?<![^\W_]){re.escape(entry)}(?![^\W_])")
-        if any(pattern.search(text) for text in folded):
-            return entry
-    return None
-
 
 def blocked_message(word: str) -> str:
     return f"This server no longer allows `{word}` in prompts, so the picture was not made; please rephrase."
