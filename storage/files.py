@@ -39,6 +39,22 @@ def fsync_dir(path: Path) -> None:
         os.close(fd)
 
 
+@contextmanager
+def atomic_path(target: Path) -> Iterator[Path]:
+    """Yield a temp path beside `target`; when the block succeeds, fsync the file and rename it into place.
+    A crash leaves the old file or the new one, never half of one; a failure leaves no temp file."""
+    target.parent.mkdir(parents=True, exist_ok=True)
+    temp = target.with_name(f".{target.name}{_TEMP_MARK}{uuid.uuid4().hex[:8]}")
+    try:
+        yield temp
+        with open(temp, "rb+") as fh:
+            os.fsync(fh.fileno())
+        os.replace(temp, target)
+        fsync_dir(target.parent)
+    finally:
+        temp.unlink(missing_ok=True)
+
+
 def sha256_file(path: Path) -> str:
     digest = hashlib.sha256()
     with open(path, "rb") as fh:
@@ -72,17 +88,8 @@ class FileStore:
     @contextmanager
     def writing(self, rel: str) -> Iterator[Path]:
         """Yield a temp path next to `rel`; on success fsync it and rename it into place."""
-        target = self.resolve(rel)
-        target.parent.mkdir(parents=True, exist_ok=True)
-        temp = target.with_name(f".{target.name}{_TEMP_MARK}{uuid.uuid4().hex[:8]}")
-        try:
+        with atomic_path(self.resolve(rel)) as temp:
             yield temp
-            with open(temp, "rb+") as fh:
-                os.fsync(fh.fileno())
-            os.replace(temp, target)
-            fsync_dir(target.parent)
-        finally:
-            temp.unlink(missing_ok=True)
 
     def write_bytes(self, rel: str, data: bytes) -> str:
         with self.writing(rel) as temp:

@@ -6,7 +6,7 @@ import os
 from collections.abc import Callable
 from pathlib import Path
 
-from storage.files import fsync_dir
+from storage.files import atomic_path, fsync_dir
 
 __all__ = ["fsync_dir", "fsync_file", "write_atomically", "write_bytes_atomically"]
 
@@ -19,15 +19,8 @@ def fsync_file(path: Path) -> None:
 def write_atomically(path: Path, write: Callable[[Path], None]) -> Path:
     """Call write(temp_path) for a temp file beside `path`, fsync it and rename it into place."""
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    temp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    try:
+    with atomic_path(path) as temp:
         write(temp)
-        fsync_file(temp)
-        os.replace(temp, path)
-    finally:
-        temp.unlink(missing_ok=True)
-    fsync_dir(path.parent)
     return path
 
 
