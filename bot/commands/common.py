@@ -62,7 +62,7 @@ async def prompt_choices(interaction: discord.Interaction, current: str) -> list
     found = await _trigger_choices(interaction, last.strip())
     choices = []
     for choice in found[:MAX_CHOICES]:
-        name = choice.label.split(" (", 1)[0]  # "rraj person (yours)" -> "rraj person"
+        name = choice.prompt_name
         completed = f"{head} {name}".strip() if last else f"{current}{name}".strip()
         if len(completed) <= CHOICE_CHARS:
             choices.append(_choice(completed, completed))

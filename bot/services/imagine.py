@@ -187,7 +187,8 @@ class ImagineService:
             if typed and not (subject.trigger.startswith(typed) or typed in subject.display_name.lower()):
                 continue
             whose = "yours" if subject.owner_id == req.user_id else "shared with you"
-            choices.append(TriggerChoice(subject.trigger, f"{subject.prompt_name} ({subject.display_name}, {whose})"[:100]))
+            label = f"{subject.prompt_name} ({subject.display_name}, {whose})"[:100]
+            choices.append(TriggerChoice(subject.trigger, label, subject.prompt_name))
         return choices[:MAX_CHOICES]
 
     async def style_choices(self, partial: str | None) -> list[str]:

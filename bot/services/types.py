@@ -122,7 +122,8 @@ class DeletedGeneration:
 @dataclass(frozen=True)
 class TriggerChoice:
     trigger: str
-    label: str  # e.g. "rraj person (yours)"
+    label: str  # e.g. "rraj person (Raj, yours)"
+    prompt_name: str  # what a prompt names: "rraj person"
 
 
 @dataclass(frozen=True)
