@@ -20,8 +20,8 @@ import numpy as np
 from PIL import Image
 from skimage import data as skdata
 
-from trainer.faces import DETECT_MAX_SIDE, FaceBox, detect_faces
-from trainer.photos import IntakeRules, inspect_photo
+from intake.faces import DETECT_MAX_SIDE, FaceBox, detect_faces
+from intake.photos import IntakeRules, inspect_photo
 
 PHONE_SIZE = (4000, 3000)  # 12 MP, landscape as phones store it
 

@@ -28,7 +28,7 @@ from pathlib import Path
 
 from bot.console import demo_photo_jpegs
 from trainer.evaluation.evaluate import EvaluationOptions, EvaluationSubject, evaluate_adapter
-from trainer.photos import IntakeRules, inspect_batch
+from intake.photos import IntakeRules, inspect_batch
 
 FAMILY = "tiny-sd15"
 TRIGGER, NOUN = "rraj", "person"

@@ -1,1 +1,1 @@
-"""The GPU worker (`python -m trainer`). Kept empty so that the bot can import the torch-free intake modules."""
+"""The GPU worker (`python -m trainer`): the only process that loads models."""

@@ -5,7 +5,7 @@ from __future__ import annotations
 import logging
 
 from storage.settings import Settings
-from trainer.families.spec import family_spec
+from intake.family_specs import family_spec
 
 log = logging.getLogger(__name__)
 

@@ -9,7 +9,7 @@ import discord
 from discord import app_commands
 
 from bot.replies import requester
-from trainer.tokens import CLASS_NOUNS
+from intake.triggers import CLASS_NOUNS
 
 if TYPE_CHECKING:
     from bot.app import LikenessBot

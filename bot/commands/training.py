@@ -11,7 +11,7 @@ from bot.commands.common import bot_of, class_noun_choices, everywhere, subject_
 from bot.replies import defer, reply, requester, user_errors
 from bot.services.types import TrainOutcome, Upload
 from bot.views import PhotoUploadModal
-from trainer.tokens import validate_class_noun, validate_trigger
+from intake.triggers import validate_class_noun, validate_trigger
 
 PHOTO_HINT = "Clear, well-lit photos of one face (yours, or your pet's); 5 to 20 in all."
 

@@ -19,7 +19,7 @@ from bot.services.training import TrainingService
 from storage.db import AsyncDatabase
 from storage.files import FileStore
 from storage.settings import Settings
-from trainer.tokens import validate_trigger
+from intake.triggers import validate_trigger
 
 
 @dataclass(frozen=True)

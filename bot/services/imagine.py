@@ -28,7 +28,7 @@ from storage.adapters import newest_adapter_for_subject
 from storage.files import UnsafePathError, generation_root
 from storage.generations import Generation
 from storage.subjects import Subject
-from trainer.tokens import normalise_trigger
+from intake.triggers import normalise_trigger
 
 log = logging.getLogger(__name__)
 

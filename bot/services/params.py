@@ -10,7 +10,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from bot.services.errors import ServiceError
-from trainer.families.spec import family_spec
+from intake.family_specs import family_spec
 
 SEED_LIMIT = 2**63  # SQLite integers are signed 64-bit
 MIN_STEPS, MAX_STEPS = 1, 150

@@ -19,8 +19,8 @@ from storage import photos
 from storage.files import FileStore, photo_crop_key, photo_original_key
 from storage.settings import Settings
 from storage.subjects import Subject
-from trainer.captions import sanitise_caption
-from trainer.photos import IntakeRules, PhotoVerdict, PreparedPhoto, inspect_batch, photo_label
+from intake.captions import sanitise_caption
+from intake.photos import IntakeRules, PhotoVerdict, PreparedPhoto, inspect_batch, photo_label
 
 # Class nouns whose photos have no human face to find: a centred square crop is used instead.
 _FACELESS_WORDS = {"dog", "cat", "puppy", "kitten", "pet", "horse", "rabbit", "bird", "parrot", "hamster"}

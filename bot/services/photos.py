@@ -16,7 +16,7 @@ from storage.db import transaction
 from storage.files import FileStore
 from storage.photos import Photo
 from storage.subjects import Subject
-from trainer.captions import sanitise_caption
+from intake.captions import sanitise_caption
 
 
 def _photo_info(store: FileStore, number: int, photo: Photo) -> PhotoInfo:

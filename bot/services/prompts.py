@@ -20,8 +20,8 @@ from bot.services.types import Requester
 from storage import consent
 from storage.adapters import Adapter
 from storage.subjects import Subject
-from trainer.captions import blocked_word, clean_text
-from trainer.tokens import CLASS_NOUNS, normalise_trigger, trigger_skeleton, validate_trigger
+from intake.captions import blocked_word, clean_text
+from intake.triggers import CLASS_NOUNS, normalise_trigger, trigger_skeleton, validate_trigger
 
 MAX_PROMPT_CHARS = 1000
 MAX_NEGATIVE_CHARS = 1000

@@ -12,7 +12,7 @@ from bot.services.types import Requester
 from storage import adapters, consent, jobs, subjects
 from storage.adapters import Adapter
 from storage.subjects import Subject
-from trainer.tokens import normalise_trigger, trigger_skeleton
+from intake.triggers import normalise_trigger, trigger_skeleton
 
 MAX_SHOWN_CHARS = 32
 

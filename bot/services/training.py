@@ -19,7 +19,7 @@ from bot.services.types import Requester, TrainOutcome, Upload
 from storage import jobs, photos, subjects
 from storage.db import transaction
 from storage.subjects import Subject
-from trainer.tokens import load_family_tokenizer_encode, suggest_trigger, trigger_skeleton, validate_class_noun, validate_trigger
+from intake.triggers import load_family_tokenizer_encode, suggest_trigger, trigger_skeleton, validate_class_noun, validate_trigger
 
 log = logging.getLogger(__name__)
 

@@ -6,7 +6,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from trainer.photos import PhotoVerdict
+from intake.photos import PhotoVerdict
 
 __all__ = [
     "AdminLimits", "CancelOutcome", "DeletedGeneration", "ExportBundle", "ForgetOutcome", "ImagineOptions", "JobView", "PhotoInfo",

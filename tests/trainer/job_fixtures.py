@@ -10,9 +10,9 @@ from storage.db import connect
 from storage.files import FileStore
 from storage.settings import Settings
 from tests.corpus import astronaut_jpeg, camera_jpeg
-from trainer.captions import template_caption
-from trainer.photos import IntakeRules, inspect_batch
-from trainer.tokens import trigger_skeleton
+from intake.captions import template_caption
+from intake.photos import IntakeRules, inspect_batch
+from intake.triggers import trigger_skeleton
 
 
 @dataclass

@@ -11,14 +11,14 @@ from storage.settings import Settings
 from tests.trainer.serving_fixtures import (  # noqa: F401 (fixtures)
     astronaut_pair, lora_factory, serving_models_dir, one_torch_thread,
 )
-from trainer.faces import FaceBox
+from intake.faces import FaceBox
 from trainer.serving.adapter_cache import AdapterSource
 from trainer.serving.cards import INK, PAPER, card_layout, make_card, shrink_to_fit
 from trainer.serving.multi_person import assign_faces, person_prompt, refine_faces
 from trainer.serving.pngmeta import ImageParameters, LoraUse, format_parameters, parse_parameters, png_bytes
 from trainer.serving.pngmeta import read_parameters
 from trainer.serving.requests import Person
-from trainer.captions import blocked_word
+from intake.captions import blocked_word
 from trainer.serving.safety import NsfwFilter
 from trainer.serving.server import GenerationServer, Sampling
 from trainer.serving.sheets import grid_shape, make_contact_sheet, make_grid

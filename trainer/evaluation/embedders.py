@@ -64,7 +64,7 @@ class FacePixelSimilarity:
 
 def face_region(image: Image.Image, size: int = 64) -> np.ndarray:
     """The largest Haar-detected face (with a little margin) as a size x size array, else the whole image."""
-    from trainer.faces import detect_faces
+    from intake.faces import detect_faces
 
     rgb = np.asarray(image.convert("RGB"))
     faces = detect_faces(rgb, profiles=False) if min(rgb.shape[:2]) >= 48 else []

@@ -9,7 +9,7 @@ from __future__ import annotations
 import importlib
 from typing import TYPE_CHECKING
 
-from trainer.families.spec import FAMILY_NAMES, FamilyDefaults, FamilySpec, family_spec
+from intake.family_specs import FAMILY_NAMES, FamilyDefaults, FamilySpec, family_spec
 
 if TYPE_CHECKING:
     from trainer.families.base import ModelFamily

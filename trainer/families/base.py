@@ -17,7 +17,7 @@ from typing import Any, ClassVar
 
 import torch
 
-from trainer.families.spec import FamilyDefaults, FamilySpec
+from intake.family_specs import FamilyDefaults, FamilySpec
 
 log = logging.getLogger(__name__)
 

@@ -22,7 +22,7 @@ from trainer.serving.cards import shrink_to_fit
 from trainer.serving.kinds import RenderedImage, Renderer, RenderProgress, RenderStopped, estimated_steps
 from trainer.serving.pngmeta import format_parameters, png_bytes
 from trainer.serving.requests import ConsentRevoked, RenderPlan, build_plan
-from trainer.captions import blocked_word
+from intake.captions import blocked_word
 from trainer.serving.safety import blocked_message
 from trainer.serving.server import GenerationServer
 from trainer.serving.sheets import make_contact_sheet, make_grid

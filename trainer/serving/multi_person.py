@@ -1,7 +1,7 @@
 """Two or more people in one picture: compose, find the faces, then redraw each face with only its person's adapter.
 
 Composing several likeness adapters with `set_adapters` blends identities: every face gets a bit of everyone. So
-after the composed picture is made, the faces are detected (trainer.faces, offline Haar cascades), the largest N
+after the composed picture is made, the faces are detected (intake.faces, offline Haar cascades), the largest N
 (N = people) are taken and assigned to people left to right, in prompt order. Each face's padded square crop is
 redrawn with img2img at the model's working size, with ONLY that person's adapter active and a prompt that names
 only that person, then pasted back through a feathered elliptical mask so no seam shows. When fewer faces than
@@ -17,7 +17,7 @@ from dataclasses import dataclass, field, replace
 import numpy as np
 from PIL import Image, ImageDraw, ImageFilter
 
-from trainer.faces import FaceBox, detect_faces
+from intake.faces import FaceBox, detect_faces
 from trainer.serving.requests import Person, img2img_steps
 from trainer.serving.server import FamilyRuntime, Sampling, StepHook
 

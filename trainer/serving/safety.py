@@ -1,7 +1,7 @@
 """Safety in the worker: the blocked-prompt message, and an NSFW image checker when its weights are local.
 
 The bot's services refuse blocked prompts before queueing; the worker checks again with the same
-`trainer.captions.blocked_word`, because the admin may have changed the list while the job waited.
+`intake.captions.blocked_word`, because the admin may have changed the list while the job waited.
 The image checker is the Stable Diffusion safety checker (a CLIP vision
 model plus concept embeddings, `CompVis/stable-diffusion-safety-checker` layout: config, weights and the CLIP
 image-processor config in one folder). It runs only when that folder exists on this machine: weights are never

@@ -1,7 +1,7 @@
 """What a training job asks for, validated before anything is loaded. Torch-free.
 
 `TrainConfig(family=..., ...)` fills every field it is not given from the family's published
-defaults (see trainer/families/spec.py); `TrainConfig.for_family(name, **overrides)` says the same
+defaults (see intake/family_specs.py); `TrainConfig.for_family(name, **overrides)` says the same
 thing explicitly. Any problem raises `TrainConfigError`, whose message has one line per problem,
 naming the field and the fix.
 """
@@ -16,7 +16,7 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
-from trainer.families.spec import FAMILY_NAMES, SPECS, FamilySpec
+from intake.family_specs import FAMILY_NAMES, SPECS, FamilySpec
 
 _TRIGGER = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_-]{0,63}$")
 _NOUN = re.compile(r"^[A-Za-z][A-Za-z -]{0,63}$")

@@ -15,7 +15,7 @@ from storage.files import FileStore, adapter_root
 from storage.photos import add_accepted_photo
 from storage.settings import Settings
 from storage.subjects import Subject, create_subject, ensure_user
-from trainer.tokens import trigger_skeleton
+from intake.triggers import trigger_skeleton
 
 GUILD = 7001
 CHANNEL = 9001

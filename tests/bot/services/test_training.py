@@ -9,7 +9,7 @@ from storage import jobs, photos, subjects
 from storage.jobs import claim_next_job
 from tests.bot.services.conftest import ADMIN, CHANNEL, add_fake_photos, add_subject, requester
 from tests.corpus import astronaut_jpeg, camera_jpeg, cat_jpeg
-from trainer.tokens import suggest_trigger, validate_trigger
+from intake.triggers import suggest_trigger, validate_trigger
 
 ALICE, BOB = 101, 202
 

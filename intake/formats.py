@@ -1,6 +1,6 @@
 """Decoding uploads safely: format sniffing, header-first size guards, orientation, RGB conversion, re-encoding.
 
-Every failure is raised as `PhotoRejected(code, reason)`; `trainer.photos` turns it into a verdict.
+Every failure is raised as `PhotoRejected(code, reason)`; `intake.photos` turns it into a verdict.
 """
 
 from __future__ import annotations

@@ -11,7 +11,7 @@ from PIL import Image
 from skimage import data as skdata
 
 from tests import corpus
-from trainer.faces import FaceBox, detect_faces, detection_scale, merge_same_faces
+from intake.faces import FaceBox, detect_faces, detection_scale, merge_same_faces
 
 
 def upscaled(pixels: np.ndarray, factor: int) -> np.ndarray:

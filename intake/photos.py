@@ -16,9 +16,9 @@ from dataclasses import dataclass
 import numpy as np
 from PIL import Image
 
-from trainer.faces import CASCADE_WINDOW_PX, FaceBox, detect_faces, to_gray
-from trainer.photo_formats import DecodedPhoto, PhotoRejected, decode_photo, encode_original, encode_png
-from trainer.photo_quality import (
+from intake.faces import CASCADE_WINDOW_PX, FaceBox, detect_faces, to_gray
+from intake.formats import DecodedPhoto, PhotoRejected, decode_photo, encode_original, encode_png
+from intake.quality import (
     face_gray,
     hash_distance,
     judge_face_exposure,

@@ -14,11 +14,11 @@ import imagehash
 import numpy as np
 from PIL import Image
 
-from trainer.faces import FaceBox, to_gray
-from trainer.photo_formats import PhotoRejected
+from intake.faces import FaceBox, to_gray
+from intake.formats import PhotoRejected
 
 if TYPE_CHECKING:
-    from trainer.photos import IntakeRules
+    from intake.photos import IntakeRules
 
 SHARPNESS_FACE_PX = 128  # faces are compared at one size, so a 12 MP selfie and a 512 px one score alike
 SHARPNESS_REFERENCE_STD = 50.0  # contrast is normalised away, so a dim face is not also called blurry

@@ -15,10 +15,10 @@ from hypothesis import strategies as st
 from PIL import Image, ImageFile, ImageFilter
 
 from tests import corpus
-from trainer.faces import detect_faces
-from trainer.photo_formats import PhotoRejected, decode_photo
-from trainer.photo_quality import face_gray, judge_face_exposure, measure_sharpness
-from trainer.photos import (
+from intake.faces import detect_faces
+from intake.formats import PhotoRejected, decode_photo
+from intake.quality import face_gray, judge_face_exposure, measure_sharpness
+from intake.photos import (
     FAMILIES,
     IntakeRules,
     display_filename,
@@ -382,7 +382,7 @@ def test_corrupted_bytes_never_raise(kind, data):
 
 def test_intake_modules_do_not_import_torch():
     code = (
-        "import sys, trainer.photos, trainer.tokens, trainer.captions, trainer.faces;"
+        "import sys, intake.photos, intake.triggers, intake.captions, intake.faces;"
         "assert 'torch' not in sys.modules, 'torch imported';"
         "assert 'transformers' not in sys.modules, 'transformers imported'"
     )

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from trainer.tokens import (
+from intake.triggers import (
     CLASS_NOUNS,
     load_family_tokenizer_encode,
     normalise_trigger,
@@ -180,7 +180,7 @@ def test_missing_tokenizer_gives_none(tmp_path):
 def test_loading_the_tokenizer_does_not_import_torch(tmp_path):
     write_clip_tokenizer(tmp_path / "tokenizer", ["r r"])
     code = (
-        "import sys; from trainer.tokens import load_family_tokenizer_encode as load;"
+        "import sys; from intake.triggers import load_family_tokenizer_encode as load;"
         f"encode = load({str(tmp_path)!r}); assert encode is not None and encode('rr') != [];"
         "assert 'torch' not in sys.modules"
     )

@@ -1,0 +1,1 @@
+"""What users hand in, checked without torch: photos, faces, captions, trigger words, class nouns and family specs."""
