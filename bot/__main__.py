@@ -3,6 +3,7 @@
     python -m bot                                # Discord with a token; without one, the tiny-sd15 console
     python -m bot console [--model tiny-sd15] [--out DIR] [--worker subprocess|thread|none] [--script FILE]
     python -m bot demo-photos DIR                # two sample face photos to try training with
+    python -m bot backup | restore [FILE] | verify   # the database's backups (storage/backups.py)
 
 Dependencies are built once here (settings, logging, database, file store, services, worker supervisor) and passed
 in; shutdown closes them in reverse order. SIGTERM stops the bot first, then the worker, which checkpoints its step.
@@ -24,7 +25,10 @@ from pathlib import Path
 from pydantic import SecretStr, ValidationError
 from pydantic_settings import BaseSettings
 
-from storage.logs import configure_logging
+from bot.maintenance import Maintenance, admin_notifier
+from storage import backups
+from storage.integrity import DatabaseDamaged, check_database
+from storage.logs import QUIET_LIBRARIES_ENV, configure_logging
 from storage.settings import REAL_FAMILIES, TINY_FAMILIES, Settings, SettingsError, load_settings
 
 log = logging.getLogger("bot")
@@ -47,6 +51,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     demo = modes.add_parser("demo-photos", help="write two sample face photos to try /train with")
     demo.add_argument("dir", type=Path)
     modes.add_parser("discord", help="run the Discord bot (needs LIKENESS_DISCORD_TOKEN)")
+    modes.add_parser("backup", help="back up the database now (it is also backed up on a schedule)")
+    restore = modes.add_parser("restore", help="replace the database with a backup (Likeness must be stopped)")
+    restore.add_argument("file", type=Path, nargs="?", help="the backup to restore (default: the newest)")
+    modes.add_parser("verify", help="check the database and every backup")
     return parser.parse_args(argv)
 
 
@@ -69,6 +77,7 @@ async def run_discord(settings: Settings, token: str) -> int:
     import discord
 
     from bot.app import create_bot
+    from bot.discord_login import start_with_retries
     from bot.supervisor import WorkerSupervisor
     from storage.db import AsyncDatabase
     from storage.files import FileStore
@@ -81,12 +90,15 @@ async def run_discord(settings: Settings, token: str) -> int:
         supervisor.start()
         try:
             async with create_bot(settings, services, supervisor=supervisor) as bot:
-                runner = asyncio.create_task(bot.start(token), name="discord-bot")
+                maintenance = Maintenance(settings, db, services.store, notify=admin_notifier(bot, settings))
+                maintenance.start()
+                runner = asyncio.create_task(start_with_retries(bot, token), name="discord-bot")
                 stopper = asyncio.create_task(stop.wait(), name="stop-signal")
                 done, _ = await asyncio.wait({runner, stopper}, return_when=asyncio.FIRST_COMPLETED)
                 if runner in done:
                     runner.result()
                 log.info("stopping: closing the Discord connection, then the worker")
+                await maintenance.stop()
                 await bot.close()
                 stopper.cancel()
         except discord.LoginFailure:
@@ -109,12 +121,14 @@ class ThreadWorker:
         self._thread = threading.Thread(target=self._run, name="worker", daemon=True)
 
     def start(self) -> None:
+        os.environ.update(QUIET_LIBRARIES_ENV)  # the model libraries run in this process: no progress bars
         self._thread.start()
 
     def _run(self) -> None:
-        from trainer.worker import Worker
+        # Only --worker thread loads the worker (torch) into the bot process; the import contract allows this one.
+        from trainer.__main__ import build_worker
 
-        self._worker = Worker(self.settings)
+        self._worker = build_worker(self.settings)
         self._ready.set()
         try:
             self._worker.run()
@@ -129,7 +143,7 @@ class ThreadWorker:
 
 
 async def run_console(settings: Settings, args: argparse.Namespace) -> int:
-    from bot.console import ConsoleSession, stdin_lines
+    from bot.console import INTERRUPTED, ConsoleSession, stdin_lines, terminal_lines
     from bot.supervisor import WorkerSupervisor
     from storage import forget
     from storage.db import AsyncDatabase
@@ -141,21 +155,31 @@ async def run_console(settings: Settings, args: argparse.Namespace) -> int:
         await db.run(forget.sweep_forgotten, store)
         worker = None
         if args.worker == "subprocess":
-            worker = WorkerSupervisor(settings, db)
+            worker = WorkerSupervisor(settings, db, worker_log=settings.log_path)
         elif args.worker == "thread":
             worker = ThreadWorker(settings)
         if worker is not None:
             worker.start()
-        stop = asyncio.Event()
+        maintenance = Maintenance(settings, db, store, sweep=True)  # a forget waiting for a job ends when it stops
+        maintenance.start()
+        stop, interrupted = asyncio.Event(), asyncio.Event()
         _stop_on_signals(stop)
+        with suppress(NotImplementedError, RuntimeError):  # SIGINT also says which jobs stay queued
+            asyncio.get_running_loop().add_signal_handler(signal.SIGINT, lambda: (interrupted.set(), stop.set()))
         try:
-            session = ConsoleSession(services, out_dir=args.out, waits=worker is not None)
+            # At a terminal jobs run in the background under a live prompt; scripts and pipes stay sequential.
+            live = args.script is None and sys.stdin.isatty()
+            session = ConsoleSession(services, out_dir=args.out, waits=worker is not None, background=live)
             if args.script is not None:
                 lines = args.script.read_text(encoding="utf-8").splitlines()
             else:
-                lines = stdin_lines(sys.stdin, sys.stdout)
-            return await _until_stopped(session.run(lines), stop)
+                lines = terminal_lines() if live else stdin_lines(sys.stdin)
+            code = await _until_stopped(session.run(lines), stop)
+            code = INTERRUPTED if interrupted.is_set() else code
+            await session.finish(interrupted=code == INTERRUPTED)
+            return code
         finally:
+            await maintenance.stop()
             if worker is not None:
                 await worker.stop()
 
@@ -180,8 +204,6 @@ def _settings_for(args: argparse.Namespace, default_console: bool) -> Settings:
     model = DEMO_MODEL if default_console else getattr(args, "model", None)
     if model:
         overrides["model_family"] = model
-    if args.mode in ("console", None) and "LIKENESS_LOG_LEVEL" not in os.environ:
-        overrides["log_level"] = "WARNING"  # keep the terminal for the conversation
     return load_settings(**overrides)
 
 
@@ -218,8 +240,21 @@ def main(argv: list[str] | None = None) -> int:
         print(f"likeness: {exc}", file=sys.stderr)
         return 2
     token = settings.discord_token.get_secret_value().strip() if settings.discord_token else ""
-    configure_logging(settings.log_level, secrets=[token])
-    if args.mode in ("console",) or default_console:
+    console = args.mode == "console" or default_console
+    # The console's terminal is for the conversation: only our own warnings show there, the rest goes to the log.
+    configure_logging(settings.log_level, secrets=[token], log_file=settings.log_path,
+                      stream_level="WARNING" if console else None)
+    if args.mode in ("backup", "restore", "verify"):
+        code, text = backups.run_command(args.mode, settings.database_path, settings.store_dir,
+                                         settings.backup_keep, getattr(args, "file", None))
+        print(text, file=sys.stdout if code == 0 else sys.stderr)
+        return code
+    try:  # before anything opens the database: opening a damaged one can make the damage permanent
+        check_database(settings.database_path, settings.store_dir, settings.backups_dir)
+    except DatabaseDamaged as exc:
+        print(f"likeness: {exc}", file=sys.stderr)
+        return 1
+    if console:
         if default_console:
             args = parse_args(["console"])
         return asyncio.run(run_console(settings, args))

@@ -1,9 +1,11 @@
 """The console front end: the slash commands as terminal lines, against the same services and worker.
 
-It reads one command per line (a terminal, a pipe or a test's list of lines), takes file paths instead of
-attachments, writes output files under `--out`, and prints their paths. Commands that queue work wait for their
-job by polling the jobs row and print progress lines. A malformed line or a refused request prints one line
-starting with `error:` and the session goes on.
+It reads one command per line (a terminal, a pipe, a `--script` file or a test's list of lines), takes file paths
+instead of attachments, writes output files under `--out`, and prints their paths. At a terminal the prompt stays
+live: jobs run in the background (bot.console_jobs) and their progress and results print above the prompt
+(prompt_toolkit's patch_stdout); `wait [JOB]` blocks on purpose. Scripts and pipes keep their sequential meaning:
+a line waits for its job unless it ends with `&`. A malformed line or a refused request prints one line starting
+with `error:` and the session goes on. Messages name console commands (bot.services.verbs), never slash commands.
 """
 
 from __future__ import annotations
@@ -13,16 +15,23 @@ import logging
 import shutil
 import sys
 import threading
+from dataclasses import replace
 from collections.abc import AsyncIterator, Iterable
 from pathlib import Path
 from typing import TextIO
 
+from prompt_toolkit import PromptSession
+from prompt_toolkit.patch_stdout import patch_stdout
+
 from bot import render
+from bot.console_jobs import JobFollower, unique_path
 from bot.console_parser import ParsedCommand, ParseError, help_text, parse_line
 from bot.render import Style
 from bot.services import Services
 from bot.services.errors import ServiceError
+from bot.services.training import TrainRequest
 from bot.services.types import ImagineOptions, Requester, Upload
+from bot.services.verbs import for_console
 from storage import forget, jobs
 
 log = logging.getLogger(__name__)
@@ -31,21 +40,29 @@ PLAIN = Style.PLAIN
 CONSOLE_GUILD_ID = 1  # the console is one local "server", so `share --server` means everyone at this console
 CONSOLE_CHANNEL_ID = None  # no Discord channel: the bot's job watcher leaves console jobs alone
 DEFAULT_USER_ID = 1
+INTERRUPTED = 130  # the exit status of a program stopped by Ctrl-C
 
 
 class ConsoleError(Exception):
     """A problem with the console request itself (e.g. a photo path that cannot be read)."""
 
 
+class Interrupted(Exception):
+    """Ctrl-C at the prompt: the session says which jobs stay queued, then ends."""
+
+
 class ConsoleSession:
     def __init__(self, services: Services, *, out_dir: Path, stdout: TextIO | None = None, waits: bool = True,
-                 poll_s: float = 0.5, job_timeout_s: float | None = None) -> None:
+                 background: bool = False, poll_s: float = 0.5, progress_every_s: float = 10.0,
+                 job_timeout_s: float | None = None) -> None:
         self.services = services
         self.out_dir = Path(out_dir)
-        self.stdout = stdout or sys.stdout
-        self.waits = waits  # False when no worker runs: queue and return
-        self.poll_s = poll_s
-        self.job_timeout_s = job_timeout_s
+        self._stdout = stdout  # None: sys.stdout at the time of printing (patched while the prompt is live)
+        self.waits = waits  # False when no worker runs: queue and go on
+        self.background = background  # True at a terminal: no line waits for its job
+        self.jobs = JobFollower(services, self.out_dir, self.say, poll_s=poll_s, progress_every_s=progress_every_s,
+                                job_timeout_s=job_timeout_s)
+        self._resumed = False
         self.user = Requester(DEFAULT_USER_ID, "you", CONSOLE_GUILD_ID, CONSOLE_CHANNEL_ID)
         self.handlers = {
             "help": self.do_help, "as": self.do_as, "whoami": self.do_whoami, "train": self.do_train,
@@ -60,20 +77,36 @@ class ConsoleSession:
             "admin remove-style": self.do_remove_style, "admin limits": self.do_limits,
         }
 
+    @property
+    def stdout(self) -> TextIO:
+        return self._stdout or sys.stdout
+
     def say(self, text: str) -> None:
-        print(text, file=self.stdout, flush=True)
+        print(for_console(text), file=self.stdout, flush=True)
 
     # The loop.
     async def run(self, lines: Iterable[str] | AsyncIterator[str]) -> int:
-        if hasattr(lines, "__aiter__"):
-            async for line in lines:  # type: ignore[union-attr]
-                if not await self.execute(line):
-                    break
-        else:
-            for line in lines:  # type: ignore[union-attr]
-                if not await self.execute(line):
-                    break
+        """Run the lines; 0 at their end or `quit`, INTERRUPTED after Ctrl-C. Jobs still running are left to
+        `finish`, so a test may run several batches of lines against one session."""
+        if not self._resumed:
+            self._resumed = True
+            await self.jobs.resume()
+        try:
+            if hasattr(lines, "__aiter__"):
+                async for line in lines:  # type: ignore[union-attr]
+                    if not await self.execute(line):
+                        break
+            else:
+                for line in lines:  # type: ignore[union-attr]
+                    if not await self.execute(line):
+                        break
+        except Interrupted:
+            return INTERRUPTED
         return 0
+
+    async def finish(self, *, interrupted: bool = False) -> None:
+        """Leaving: say which jobs stay queued (and how to cancel them), stop following them."""
+        await self.jobs.farewell(interrupted=interrupted)
 
     async def execute(self, line: str) -> bool:
         """Run one line. False means `quit`."""
@@ -97,35 +130,16 @@ class ConsoleSession:
             self.say("error: something went wrong; the details are in the log above.")
         return True
 
-    # Waiting for the worker.
-    async def wait_for_job(self, job_id: int) -> jobs.Job | None:
-        """Poll the job row, printing a line whenever its progress changes; None when not waiting."""
+    # Jobs.
+    async def _start_following(self, job_id: int, cmd: ParsedCommand) -> None:
+        """Follow the new job in the background; a script line (not ending in `&`) waits for it."""
         if not self.waits:
-            self.say(f"job #{job_id} is queued; no worker runs in this console (start one with `python -m trainer`).")
-            return None
-        db, last, waited = self.services.db, None, 0.0
-        while True:
-            job = await db.run(jobs.get_job, job_id)
-            if job is None:
-                self.say(f"job #{job_id} is gone (deleted).")
-                return None
-            shown = (job.state, job.step, job.message)
-            if shown != last:
-                self.say(render.progress_line(job.id, job.kind, job.state, job.step, job.total, job.message))
-                last = shown
-            if job.finished:
-                return job
-            if self.job_timeout_s is not None and waited >= self.job_timeout_s:
-                raise ConsoleError(f"job #{job_id} did not finish within {self.job_timeout_s:.0f} s; see `status`.")
-            await asyncio.sleep(self.poll_s)
-            waited += self.poll_s
-
-    def _failed(self, job: jobs.Job, label: str | None) -> bool:
-        if job.state == "failed":
-            self.say(render.job_failed(job.kind, label, job.error, PLAIN))
-        elif job.state == "cancelled":
-            self.say(f"job #{job.id} was cancelled.")
-        return job.state != "succeeded"
+            self.say(f"job #{job_id} is queued; no worker runs in this console (start one with `python -m trainer`,"
+                     f" then `wait {job_id}`).")
+            return
+        self.jobs.follow(job_id)
+        if not self.background and not cmd.background:
+            await self.jobs.wait(job_id)
 
     # Files.
     def _read_photos(self, paths: list[str], captions: list[str] | None) -> list[Upload]:
@@ -141,42 +155,26 @@ class ConsoleSession:
             uploads.append(Upload(filename=path.name, data=data, caption=caption))
         return uploads
 
-    def _copy_out(self, rel: str, name: str) -> Path:
-        self.out_dir.mkdir(parents=True, exist_ok=True)
-        source = self.services.store.resolve(rel)
-        target = self.out_dir / (name + source.suffix)
-        shutil.copyfile(source, target)
-        return target
-
-    def _write_outputs(self, job: jobs.Job, generation_id: int) -> list[Path]:
-        result = job.result or {}
-        written = []
-        outputs = [p for p in result.get("outputs") or [] if p]
-        for number, rel in enumerate(outputs, start=1):
-            written.append(self._copy_out(rel, f"gen{generation_id}-{number}"))
-        for key in ("grid", "contact_sheet"):
-            if result.get(key):
-                written.append(self._copy_out(result[key], f"gen{generation_id}-{key.replace('_', '-')}"))
-        return written
-
     # Training.
     async def do_train(self, cmd: ParsedCommand) -> None:
-        uploads = await asyncio.to_thread(self._read_photos, cmd.get("photos"), cmd.get("caption"))
-        outcome = await self.services.training.start(self.user, cmd.get("trigger"), cmd.get("class") or "person",
-                                                     cmd.get("name"), uploads, cmd.get("family"))
-        await self._after_training(outcome)
+        if not cmd.get("photos") and not cmd.get("subject"):
+            raise ConsoleError("give the photo files, or `--subject TRIGGER` to retrain from the stored photos "
+                               "(e.g. `train --subject rraj`).")
+        if cmd.get("subject") and cmd.get("trigger"):
+            raise ConsoleError("give either --subject (retrain a subject) or --trigger (a new one), not both.")
+        uploads = await asyncio.to_thread(self._read_photos, cmd.get("photos") or [], cmd.get("caption"))
+        request = TrainRequest(trigger=cmd.get("trigger"), class_noun=cmd.get("class") or "person",
+                               display_name=cmd.get("name"), uploads=tuple(uploads), family_group=cmd.get("family"),
+                               subject=cmd.get("subject"))
+        await self._after_training(await self.services.training.start(self.user, request), cmd)
 
     async def do_train_family(self, cmd: ParsedCommand) -> None:
-        await self._after_training(await self.services.training.train_family(self.user, cmd.get("group")))
+        await self._after_training(await self.services.training.train_family(self.user, cmd.get("group")), cmd)
 
-    async def _after_training(self, outcome) -> None:
+    async def _after_training(self, outcome, cmd: ParsedCommand) -> None:
         self.say(render.train_outcome(outcome, PLAIN))
-        if outcome.job_id is None:
-            return
-        job = await self.wait_for_job(outcome.job_id)
-        triggers = [s.trigger for s in outcome.subjects]
-        if job is not None and not self._failed(job, ", ".join(triggers)):
-            self.say(render.training_done(triggers, [s.class_noun for s in outcome.subjects], job.result or {}, PLAIN))
+        if outcome.job_id is not None:
+            await self._start_following(outcome.job_id, cmd)
 
     async def do_photos_list(self, cmd: ParsedCommand) -> None:
         photos = await self.services.photos.list(self.user, cmd.get("subject"))
@@ -184,7 +182,7 @@ class ConsoleSession:
 
     async def do_photos_add(self, cmd: ParsedCommand) -> None:
         uploads = await asyncio.to_thread(self._read_photos, cmd.get("photos"), cmd.get("caption"))
-        await self._after_training(await self.services.photos.add(self.user, cmd.get("subject"), uploads))
+        await self._after_training(await self.services.photos.add(self.user, cmd.get("subject"), uploads), cmd)
 
     async def do_photos_remove(self, cmd: ParsedCommand) -> None:
         await self.services.photos.remove(self.user, cmd.get("subject"), cmd.get("number"))
@@ -196,25 +194,16 @@ class ConsoleSession:
         self.say(f"caption of photo {cmd.get('number')} updated.")
 
     # Generating.
-    async def _after_generation(self, queued) -> None:
+    async def _after_generation(self, queued, cmd: ParsedCommand) -> None:
         self.say(render.queued_generation(queued, PLAIN))
-        job = await self.wait_for_job(queued.job_id)
-        if job is None or self._failed(job, render.user_text(queued.prompt, 40, style=PLAIN)):
-            return
-        result = job.result or {}
-        self.say(render.generation_done(queued.prompt, result.get("seed", queued.seed), queued.count,
-                                        result.get("warnings") or (), queued.kind, PLAIN))
-        for path in await asyncio.to_thread(self._write_outputs, job, queued.generation_id):
-            self.say(f"wrote {path}")
-        self.say(f"(generation {queued.generation_id}: `reroll {queued.generation_id}`, "
-                 f"`variation {queued.generation_id} 1`, `upscale {queued.generation_id} 1`)")
+        await self._start_following(queued.job_id, cmd)
 
     async def do_imagine(self, cmd: ParsedCommand) -> None:
         options = ImagineOptions(
             prompt=" ".join(cmd.get("prompt")), negative_prompt=cmd.get("negative"), seed=cmd.get("seed"),
             aspect=cmd.get("aspect"), count=cmd.get("count"), steps=cmd.get("steps"),
             guidance=cmd.get("guidance"), scheduler=cmd.get("scheduler"), style=cmd.get("style"))
-        await self._after_generation(await self.services.imagine.imagine(self.user, options))
+        await self._after_generation(await self.services.imagine.imagine(self.user, options), cmd)
 
     async def do_derived(self, cmd: ParsedCommand) -> None:
         imagine, generation = self.services.imagine, cmd.get("generation")
@@ -224,22 +213,22 @@ class ConsoleSession:
             queued = await imagine.variation(self.user, generation, cmd.get("index", 1))
         else:
             queued = await imagine.upscale(self.user, generation, cmd.get("index", 1))
-        await self._after_generation(queued)
+        await self._after_generation(queued, cmd)
 
     async def do_delete(self, cmd: ParsedCommand) -> None:
         await self.services.imagine.delete(self.user, cmd.get("generation"))
         self.say(f"deleted generation {cmd.get('generation')} and its files.")
 
     async def do_headshots(self, cmd: ParsedCommand) -> None:
-        await self._after_generation(await self.services.imagine.headshots(self.user, cmd.get("subject"),
-                                                                           cmd.get("count")))
+        queued = await self.services.imagine.headshots(self.user, cmd.get("subject"), cmd.get("count"))
+        await self._after_generation(queued, cmd)
 
     async def do_card(self, cmd: ParsedCommand) -> None:
         if not cmd.get("greeting"):
             raise ConsoleError("a card needs --greeting TEXT.")
         queued = await self.services.imagine.card(self.user, " ".join(cmd.get("prompt")), cmd.get("greeting"),
                                                   cmd.get("layout"))
-        await self._after_generation(queued)
+        await self._after_generation(queued, cmd)
 
     # Sharing and jobs.
     async def do_share(self, cmd: ParsedCommand) -> None:
@@ -265,19 +254,30 @@ class ConsoleSession:
         self.say(render.cancel_outcome(await self.services.jobs.cancel(self.user, cmd.get("job"))))
 
     async def do_wait(self, cmd: ParsedCommand) -> None:
-        active = await self.services.db.run(jobs.active_jobs)
-        if not active:
-            self.say("the queue is idle.")
+        job_id = cmd.get("job")
+        if job_id is not None:
+            job = await self.services.db.run(jobs.get_job, job_id)
+            if job is None or job.user_id != self.user.user_id:
+                raise ConsoleError(f"you have no job #{job_id}; `status` lists yours.")
+            if job.finished and job.notified:
+                self.say(f"job #{job_id} has already finished ({job.state}).")
+                return
+            await self.jobs.wait(job_id)
             return
-        for job in active:
-            await self.wait_for_job(job.id)
+        mine = [job.id for job in await self.services.db.run(jobs.active_jobs, self.user.user_id)]
+        if not mine:
+            self.say("Nothing of yours is running or queued.")
+            return
+        for job_id in mine:
+            await self.jobs.wait(job_id)
         await self.do_wait(cmd)
 
     # Account.
     async def do_export(self, cmd: ParsedCommand) -> None:
         bundle = await self.services.account.export(self.user, cmd.get("subject"))
         self.out_dir.mkdir(parents=True, exist_ok=True)
-        target = self.out_dir / bundle.filename
+        name = Path(bundle.filename)
+        target = await asyncio.to_thread(unique_path, self.out_dir, name.stem, name.suffix)
         await asyncio.to_thread(shutil.copyfile, bundle.path, target)
         self.say(render.export_bundle(bundle, sent_to=f"written to {target}", style=PLAIN))
 
@@ -348,20 +348,17 @@ def write_demo_photos(folder: Path) -> list[Path]:
     return written
 
 
-async def stdin_lines(stream: TextIO, out: TextIO) -> AsyncIterator[str]:
-    """Lines from stdin without blocking the event loop; shows a prompt on a terminal.
+async def stdin_lines(stream: TextIO) -> AsyncIterator[str]:
+    """Lines from a pipe or file without blocking the event loop.
 
     A daemon thread reads, so a signal can end the session while the thread still waits for a line."""
     loop = asyncio.get_running_loop()
     queue: asyncio.Queue[str | None] = asyncio.Queue()
     wanted = threading.Event()
-    interactive = stream.isatty()
 
     def read() -> None:
         while wanted.wait():
             wanted.clear()
-            if interactive:
-                print("likeness> ", end="", file=out, flush=True)
             line = stream.readline()
             loop.call_soon_threadsafe(queue.put_nowait, line or None)
             if not line:
@@ -374,3 +371,18 @@ async def stdin_lines(stream: TextIO, out: TextIO) -> AsyncIterator[str]:
         if line is None:
             return
         yield line
+
+
+async def terminal_lines(prompt: str = "likeness> ") -> AsyncIterator[str]:
+    """Lines typed at a terminal. The prompt stays live while jobs run: whatever the session prints meanwhile
+    appears above it (patch_stdout). Ctrl-D ends the session; Ctrl-C raises Interrupted."""
+    session: PromptSession[str] = PromptSession()
+    with patch_stdout(raw=True):
+        while True:
+            try:
+                line = await session.prompt_async(prompt)
+            except EOFError:
+                return
+            except KeyboardInterrupt:
+                raise Interrupted from None
+            yield line

@@ -35,6 +35,7 @@ class Verb:
 class ParsedCommand:
     verb: str
     args: dict[str, Any]
+    background: bool = False  # the line ended with `&`: a script goes on without waiting for its job
 
     def get(self, name: str, default: Any = None) -> Any:
         return self.args.get(name, default)
@@ -49,9 +50,11 @@ VERBS: dict[str, Verb] = {v.name: v for v in (
     Verb("as", "as USER_ID [--name NAME]", "act as another (local) user, e.g. `as 2` to try sharing",
          ("user_id",), 1, {"name": "str"}),
     Verb("whoami", "whoami", "show the acting user"),
-    Verb("train", "train PHOTO... [--trigger T] [--class NOUN] [--name NAME] [--family GROUP] [--caption TEXT]...",
-         "create or extend a subject from photo files and queue training", ("photos+",), 1,
-         {"trigger": "str", "class": "str", "name": "str", "family": "str", "caption": "list"}),
+    Verb("train", "train PHOTO... [--trigger T] [--class NOUN] [--name NAME] [--family GROUP] [--caption TEXT]... "
+         "| train --subject TRIGGER [PHOTO...]",
+         "create or extend a subject from photo files and queue training; --subject retrains from stored photos",
+         ("photos*",), 0,
+         {"trigger": "str", "class": "str", "name": "str", "family": "str", "caption": "list", "subject": "str"}),
     Verb("train-family", "train-family GROUP", "train one adapter for every subject in your family group",
          ("group",), 1),
     Verb("photos list", "photos list SUBJECT", "list a subject's accepted photos", ("subject",), 1),
@@ -80,7 +83,7 @@ VERBS: dict[str, Verb] = {v.name: v for v in (
     Verb("styles", "styles", "the installed style LoRAs"),
     Verb("status", "status", "your jobs and their places in the queue"),
     Verb("cancel", "cancel [JOB]", "cancel a job (your newest when no id is given)", ("job",), 0),
-    Verb("wait", "wait", "block until the queue is idle"),
+    Verb("wait", "wait [JOB]", "block until that job (or all of yours) has finished", ("job",), 0),
     Verb("export", "export SUBJECT", "write a zip of the subject's adapter to --out", ("subject",), 1),
     Verb("forget", "forget --yes", "delete everything stored about the acting user", (), 0, {"yes": "flag"}),
     Verb("demo-photos", "demo-photos DIR", "write two sample face photos (from scikit-image) to DIR", ("dir",), 1),
@@ -178,13 +181,17 @@ def parse_line(line: str) -> ParsedCommand | None:
     if not isinstance(line, str):
         raise ParseError("a command must be text.")
     tokens = _tokens(line)
+    background = bool(tokens) and tokens[-1] == "&"
+    tokens = tokens[:-1] if background else tokens
     if not tokens:
+        if background:
+            raise ParseError("`&` goes after a command, e.g. `imagine \"a photo of rraj person\" &`.")
         return None
     verb, rest = find_verb(tokens)
     positionals, options = _split_options(verb, rest)
     args = _bind_positionals(verb, positionals)
     args.update(options)
-    return ParsedCommand(verb.name, args)
+    return ParsedCommand(verb.name, args, background)
 
 
 def help_text(topic: str | None = None) -> str:
@@ -195,6 +202,7 @@ def help_text(topic: str | None = None) -> str:
             return f"no command `{_echo(topic)}`; type `help` for the list."
         return "\n".join(f"{v.usage}\n    {v.summary}" for v in matches)
     width = max(len(name) for name in VERBS)
-    lines = ["Commands (one per line; quote text with spaces; # starts a comment):"]
+    lines = ["Commands (one per line; quote text with spaces; # starts a comment). Jobs run in the background",
+             "at the prompt; in a --script file a line waits for its job unless it ends with `&`:"]
     lines += [f"  {name.ljust(width)}  {verb.summary}" for name, verb in VERBS.items()]
     return "\n".join(lines)

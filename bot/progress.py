@@ -18,17 +18,14 @@ import math
 import sqlite3
 import time
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING
 
 import discord
 from discord.ext import tasks
 
 from bot import delivery, render
+from bot.client import MessagingClient
 from bot.delivery import DeliveryFailed, FilePayload
 from storage import generations, jobs, subjects
-
-if TYPE_CHECKING:
-    from bot.app import LikenessBot
 
 log = logging.getLogger(__name__)
 
@@ -72,7 +69,7 @@ def load_details(conn: sqlite3.Connection, job: jobs.Job) -> JobDetails:
 
 
 class JobWatcher:
-    def __init__(self, bot: LikenessBot, *, interval_s: float = 2.0, policy: delivery.RetryPolicy | None = None):
+    def __init__(self, bot: MessagingClient, *, interval_s: float = 2.0, policy: delivery.RetryPolicy | None = None):
         self.bot = bot
         self.policy = policy or delivery.RetryPolicy()
         self._seen: dict[int, _Seen] = {}

@@ -114,8 +114,7 @@ def job_progress(
     elif state == "running":
         if total > 0:
             lines.append(f"{progress_bar(step, total)} \u00b7 step {step}/{total}")
-        if eta_at:
-            lines.append(f"Done {relative_time(eta_at, style)}")
+        lines.append(f"Done {relative_time(eta_at, style)}" if eta_at else "ETA: estimating")
         if message:
             lines.append(sentence(message, 200))
     elif state == "cancelled":
@@ -125,13 +124,29 @@ def job_progress(
     return "\n".join(lines)
 
 
-def progress_line(job_id: int, kind: str, state: str, step: int, total: int, message: str) -> str:
-    """One short terminal line for the console's polling."""
-    parts = [f"job #{job_id} {KIND_TITLES.get(kind, kind).lower()}: {state}"]
+def eta_text(eta_at: float | None, style: Style, *, step: int = 0, total: int = 0, started_at: float | None = None,
+             now: float | None = None) -> str:
+    """When a running job should be done: the worker's estimate, else one from the pace so far."""
+    now = time.time() if now is None else now
+    if not eta_at and started_at and 0 < step < total:
+        eta_at = now + (now - started_at) / step * (total - step)
+    if not eta_at:
+        return "ETA: estimating"
+    return f"ETA {relative_time(eta_at, style, now)}"
+
+
+def progress_line(job_id: int, kind: str, state: str, step: int, total: int, message: str, *,
+                  eta_at: float | None = None, started_at: float | None = None, label: str | None = None,
+                  now: float | None = None) -> str:
+    """One short terminal line for the console: every running job's line carries its ETA."""
+    title = KIND_TITLES.get(kind, kind).lower() + (f" {label}" if label else "")
+    parts = [f"job #{job_id} {title}: {state}"]
     if total > 0 and state == "running":
         parts.append(f"{progress_bar(step, total, 10)} {step}/{total}")
     if message:
         parts.append(user_text(message, 80, style=Style.PLAIN))
+    if state == "running":
+        parts.append(eta_text(eta_at, Style.PLAIN, step=step, total=total, started_at=started_at, now=now))
     return " \u00b7 ".join(parts)
 
 
@@ -297,6 +312,8 @@ def jobs_view(views: Sequence[Any], style: Style = Style.DISCORD, *, with_owner:
             line += f" {progress_bar(job.step, job.total, 10)} {job.step}/{job.total}"
             if job.eta_at:
                 line += f", done {relative_time(job.eta_at, style)}"
+        if getattr(job, "node", None):
+            line += f" on node {job.node}"
         if job.cancel_requested:
             line += " (cancelling)"
         if job.error:
@@ -308,6 +325,10 @@ def jobs_view(views: Sequence[Any], style: Style = Style.DISCORD, *, with_owner:
 
 
 def cancel_outcome(outcome: Any) -> str:
+    steps = getattr(outcome, "steps_done", 0)
+    if outcome.result == "cancelled" and steps:
+        return (f"Cancelled job #{outcome.job_id}; it had done {steps} step(s) and was waiting to resume, "
+                "so that work is dropped.")
     if outcome.result == "cancelled":
         return f"Cancelled job #{outcome.job_id}; it had not started."
     return f"Stopping job #{outcome.job_id}; it ends within one step."

@@ -10,18 +10,15 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Awaitable, Callable
-from typing import TYPE_CHECKING
 
 import discord
 
 from bot import render
+from bot.client import LikenessClient
 from bot.delivery import delete_quietly
 from bot.replies import defer, reply, requester, user_errors
 from bot.services.types import Upload
 from storage import generations, jobs
-
-if TYPE_CHECKING:
-    from bot.app import LikenessBot
 
 log = logging.getLogger(__name__)
 
@@ -29,7 +26,7 @@ MAX_FILES_PER_SUBMIT = 10
 MAX_INDEXED_BUTTONS = 5  # U1..U5 and V1..V5 fit in one row each
 
 
-def _bot(interaction: discord.Interaction) -> LikenessBot:
+def _bot(interaction: discord.Interaction) -> LikenessClient:
     return interaction.client  # type: ignore[return-value]
 
 

@@ -7,7 +7,6 @@ photos or return warnings (reasons without the `photo N (name): ` label) for bor
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
 
 import cv2
 import imagehash
@@ -16,9 +15,7 @@ from PIL import Image
 
 from intake.faces import FaceBox, to_gray
 from intake.formats import PhotoRejected
-
-if TYPE_CHECKING:
-    from intake.photos import IntakeRules
+from intake.rules import IntakeRules
 
 SHARPNESS_FACE_PX = 128  # faces are compared at one size, so a 12 MP selfie and a 512 px one score alike
 SHARPNESS_REFERENCE_STD = 50.0  # contrast is normalised away, so a dim face is not also called blurry

@@ -2,7 +2,7 @@
 
 DreamBooth binds the subject to a rare identifier: a token the text encoder has weak priors for. So a trigger must
 not be an everyday English word or a class noun, and must not look like another subject's trigger.
-Torch-free; the family tokenizer is loaded through transformers' tokenizer classes only.
+Torch-free; the family tokenizer is read with the `tokenizers` library, without transformers.
 """
 
 from __future__ import annotations
@@ -16,6 +16,7 @@ from collections.abc import Callable, Collection, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
+from tokenizers import Regex, Tokenizer, models, normalizers, pre_tokenizers
 from wordfreq import zipf_frequency
 
 log = logging.getLogger(__name__)
@@ -30,6 +31,9 @@ MAX_CLASS_NOUN_WORDS = 3
 MAX_CLASS_NOUN_CHARS = 40
 COMPACT_TOKEN_COUNT = 2  # candidates encoded into this many tokens or fewer are all "compact"
 POOL_PER_SUGGESTION = 8  # valid candidates gathered per requested suggestion before ranking by token count
+# How CLIP splits text before BPE: its special tokens, contractions, letter runs, single digits, other symbols.
+CLIP_SPLIT_PATTERN = r"""<\|startoftext\|>|<\|endoftext\|>|'s|'t|'re|'ve|'m|'ll|'d|[\p{L}]+|[\p{N}]|[^\s\p{L}\p{N}]+"""
+CLIP_UNKNOWN_TOKEN = "<|endoftext|>"
 
 _TRIGGER_RE = re.compile(r"[a-z0-9]+")
 _CLASS_WORD_RE = re.compile(r"[a-z]+")
@@ -232,21 +236,44 @@ def suggest_trigger(
 
 def load_family_tokenizer_encode(model_dir: str | Path) -> Callable[[str], list[int]] | None:
     """The CLIP tokenizer's encode (no special tokens) from `<model_dir>/tokenizer`, or None when there is none.
-    Imports transformers' tokenizer classes only, never torch."""
+    Uses the `tokenizers` library directly: the bot process never imports transformers or torch."""
     folder = Path(model_dir) / "tokenizer"
-    if not any((folder / name).is_file() for name in ("tokenizer.json", "vocab.json")):
-        return None
     try:
-        from transformers import CLIPTokenizer
-
-        tokenizer = CLIPTokenizer.from_pretrained(str(folder))
-        if not tokenizer.encode("a photo", add_special_tokens=False):
+        tokenizer = _load_clip_tokenizer(folder)
+        if tokenizer is None:
+            return None
+        if not tokenizer.encode("a photo", add_special_tokens=False).ids:
             raise ValueError("the tokenizer encodes text into nothing")
     except Exception:
         log.warning("could not load the tokenizer in %s; suggesting triggers without it", folder, exc_info=True)
         return None
 
     def encode(text: str) -> list[int]:
-        return list(tokenizer.encode(text, add_special_tokens=False))
+        return list(tokenizer.encode(text, add_special_tokens=False).ids)
 
     return encode
+
+
+def _load_clip_tokenizer(folder: Path) -> Tokenizer | None:
+    """`tokenizer.json` when the model has one; otherwise CLIP's classic `vocab.json` and `merges.txt`, set up the
+    way CLIP tokenizes: NFC, whitespace runs to one space, lower case, the CLIP split, byte-level BPE."""
+    if (folder / "tokenizer.json").is_file():
+        return Tokenizer.from_file(str(folder / "tokenizer.json"))
+    vocab, merges = folder / "vocab.json", folder / "merges.txt"
+    if not vocab.is_file():
+        return None
+    if not merges.is_file():
+        raise FileNotFoundError(f"{vocab} has no merges.txt beside it")
+    model = models.BPE.from_file(str(vocab), str(merges), unk_token=CLIP_UNKNOWN_TOKEN,
+                                 continuing_subword_prefix="", end_of_word_suffix="</w>")
+    tokenizer = Tokenizer(model)
+    tokenizer.normalizer = normalizers.Sequence(
+        [normalizers.NFC(), normalizers.Replace(Regex(r"\s+"), " "), normalizers.Lowercase()]
+    )
+    tokenizer.pre_tokenizer = pre_tokenizers.Sequence(
+        [
+            pre_tokenizers.Split(Regex(CLIP_SPLIT_PATTERN), behavior="removed", invert=True),
+            pre_tokenizers.ByteLevel(add_prefix_space=False),
+        ]
+    )
+    return tokenizer

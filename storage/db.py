@@ -17,6 +17,7 @@ from typing import Any, TypeVar
 import aiosqlite
 
 from storage.migrations import migrate
+from storage.schema import MIGRATIONS
 
 log = logging.getLogger(__name__)
 
@@ -45,15 +46,21 @@ def configure(conn: sqlite3.Connection) -> None:
     _enable_wal(conn)
     conn.execute("PRAGMA synchronous = NORMAL")
     conn.execute("PRAGMA foreign_keys = ON")
+    # Deleted rows are overwritten with zeros, so a forget leaves nothing readable in the file.
+    conn.execute("PRAGMA secure_delete = ON")
 
 
 def connect(path: Path | str, *, apply_migrations: bool = True) -> sqlite3.Connection:
     """Open a configured connection in autocommit mode; transactions are explicit."""
     Path(path).parent.mkdir(parents=True, exist_ok=True)
     conn = sqlite3.connect(path, timeout=BUSY_TIMEOUT_MS / 1000, isolation_level=None, check_same_thread=False)
-    configure(conn)
-    if apply_migrations:
-        migrate(conn)
+    try:
+        configure(conn)
+        if apply_migrations:
+            migrate(conn, MIGRATIONS)
+    except BaseException:
+        conn.close()
+        raise
     return conn
 
 
@@ -86,8 +93,12 @@ class AsyncDatabase:
         path.parent.mkdir(parents=True, exist_ok=True)
         conn = await aiosqlite.connect(path, timeout=BUSY_TIMEOUT_MS / 1000, isolation_level=None)
         db = cls(conn, path)
-        await db.run(configure)
-        await db.run(migrate)
+        try:
+            await db.run(configure)
+            await db.run(migrate, MIGRATIONS)
+        except BaseException:
+            await conn.close()  # its thread would otherwise keep the process alive after the error
+            raise
         return db
 
     async def run(self, fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
@@ -103,3 +114,10 @@ class AsyncDatabase:
 
     async def __aexit__(self, *exc: object) -> None:
         await self.close()
+
+
+def checkpoint_truncate(conn: sqlite3.Connection) -> bool:
+    """Copy the WAL into the database and cut the WAL to zero bytes, so deleted rows leave no old page copies
+    behind. False when another connection's open read kept it from finishing."""
+    busy, _, _ = conn.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchone()
+    return busy == 0

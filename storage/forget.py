@@ -4,6 +4,8 @@
 grant, cancels their queued jobs and asks running ones to stop. `sweep_forgotten` then deletes files and rows. It
 is idempotent and runs at start-up and periodically, so a crash half-way never leaves orphans for good. The user
 row goes last, in the same transaction as the other rows, so the tombstone survives until everything is gone.
+Deleted rows are zeroed (`secure_delete`), the WAL is truncated and older backups are replaced, so nothing of the
+user stays readable on disk.
 """
 
 from __future__ import annotations
@@ -12,9 +14,9 @@ import logging
 import sqlite3
 from dataclasses import dataclass
 
-from storage import jobs
+from storage import backups, jobs
+from storage.db import checkpoint_truncate, transaction
 from storage.db import now as _now
-from storage.db import transaction
 from storage.files import FileStore, generation_root, user_root
 
 log = logging.getLogger(__name__)
@@ -41,7 +43,9 @@ def _report(conn: sqlite3.Connection, user_id: int) -> ForgetReport:
         photos=_count(conn, f"SELECT count(*) FROM photos WHERE status = 'accepted' AND subject_id IN ({subjects})",
                       user_id),
         adapters=_count(conn, "SELECT count(*) FROM adapters WHERE owner_id = ?", user_id),
-        generations=_count(conn, "SELECT count(*) FROM generations WHERE user_id = ?", user_id),
+        generations=_count(conn, "SELECT count(*) FROM generations WHERE user_id = ?1 OR id IN"  # and others' of them
+                           " (SELECT gs.generation_id FROM generation_subjects gs JOIN subjects s"
+                           "  ON s.id = gs.subject_id WHERE s.owner_id = ?1)", user_id),
         grants=_count(conn, f"SELECT count(*) FROM grants WHERE subject_id IN ({subjects})", user_id),
         jobs_stopped=_count(conn, "SELECT count(*) FROM jobs WHERE user_id = ? AND " + jobs.ACTIVE_SQL, user_id),
     )
@@ -100,5 +104,15 @@ def sweep_forgotten(conn: sqlite3.Connection, store: FileStore) -> list[int]:
     for user_id in pending:
         _sweep_user(conn, store, user_id)
         log.info("forgot user %d", user_id)
+    if pending:
+        _erase_old_copies(conn)
     return pending
+
+
+def _erase_old_copies(conn: sqlite3.Connection) -> None:
+    """secure_delete zeroed the rows in the database; old copies of their pages remain in the WAL until a
+    truncating checkpoint, and in backups until they are replaced."""
+    if not checkpoint_truncate(conn):
+        log.warning("the WAL could not be truncated after a forget (a reader stayed busy)")
+    backups.replace_after_forget(conn)
 

@@ -54,6 +54,7 @@ class Job:
     message_id: int | None
     reported_at: float | None
     notified: bool
+    node: str | None = None  # the cluster node running it (cluster mode only)
 
     @classmethod
     def from_row(cls, row: sqlite3.Row) -> Job:
@@ -156,6 +157,15 @@ def finish_job(
         " WHERE id = ? AND owner = ? AND state = 'running'",
         (state, json.dumps(result, sort_keys=True) if result is not None else None, error, stamp, stamp,
          job_id, owner),
+    )
+    return cursor.rowcount == 1
+
+
+def set_node(conn: sqlite3.Connection, job_id: int, owner: str, node: str | None) -> bool:
+    """Record which cluster node runs the job (None while it waits for one); only the lease owner may."""
+    cursor = conn.execute(
+        "UPDATE jobs SET node = ?, updated_at = ? WHERE id = ? AND owner = ? AND state = 'running'",
+        (node, _now(), job_id, owner),
     )
     return cursor.rowcount == 1
 
@@ -286,3 +296,21 @@ def mark_reported(conn: sqlite3.Connection, job_id: int, *, notified: bool, mess
         "UPDATE jobs SET reported_at = ?, notified = ?, message_id = coalesce(?, message_id) WHERE id = ?",
         (_now(), int(notified), message_id, job_id),
     )
+
+
+def unannounced_local_jobs(conn: sqlite3.Connection) -> list[Job]:
+    """Jobs of local front ends (the console: no channel) that are active, or finished without their notice."""
+    rows = conn.execute(
+        "SELECT * FROM jobs WHERE channel_id IS NULL AND user_id IS NOT NULL"
+        " AND (" + ACTIVE_SQL + " OR notified = 0) ORDER BY id"
+    ).fetchall()
+    return [Job.from_row(row) for row in rows]
+
+
+def claim_notice(conn: sqlite3.Connection, job_id: int) -> bool:
+    """Mark a finished job's notice as delivered; False when someone delivered it already."""
+    cursor = conn.execute(
+        "UPDATE jobs SET notified = 1, reported_at = ? WHERE id = ? AND notified = 0 AND " + TERMINAL_SQL,
+        (_now(), job_id),
+    )
+    return cursor.rowcount == 1

@@ -11,9 +11,11 @@ import logging
 import sys
 import traceback
 from collections.abc import Iterable
+from pathlib import Path
 
 REDACTED = "[redacted]"
 _base_factory = logging.getLogRecordFactory()
+FORMAT = logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s")
 
 
 class SecretRedactor:
@@ -44,17 +46,49 @@ class SecretRedactor:
         return record
 
 
-def configure_logging(level: str = "INFO", *, secrets: Iterable[str] = (), stream=None) -> logging.Handler:
-    """Configure the root logger once: one stream handler, and redaction of the given secrets everywhere."""
+OWN_PACKAGES = ("bot", "intake", "storage", "trainer", "bench", "__main__")
+# Environment for processes that load model libraries: no progress bars (they would fill the log).
+QUIET_LIBRARIES_ENV = {"TQDM_DISABLE": "1", "HF_HUB_DISABLE_PROGRESS_BARS": "1", "TRANSFORMERS_NO_ADVISORY_WARNINGS": "1"}
+
+
+class OwnRecords(logging.Filter):
+    """Passes records from Likeness's own packages only, so library chatter stays in the log file."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return record.name.split(".", 1)[0] in OWN_PACKAGES
+
+
+def configure_logging(
+    level: str = "INFO", *, secrets: Iterable[str] = (), stream=None, log_file: Path | None = None,
+    stream_level: str | None = None,
+) -> logging.Handler:
+    """Configure the root logger once: a stream handler, an optional log file, and redaction of the given secrets.
+
+    With `stream_level` set (the console), the stream shows only our own records at that level or above; the
+    log file keeps everything at `level`, Python warnings and library messages included.
+    """
     logging.setLogRecordFactory(SecretRedactor(secrets))
+    logging.captureWarnings(True)
     handler = logging.StreamHandler(stream or sys.stderr)
-    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+    handler.setFormatter(FORMAT)
     root = logging.getLogger()
     for old in list(root.handlers):
         root.removeHandler(old)
     root.addHandler(handler)
     root.setLevel(level)
+    if stream_level is not None:
+        handler.setLevel(stream_level)
+        handler.addFilter(OwnRecords())
+    if log_file is not None:
+        root.addHandler(_file_handler(log_file))
     quiet = max(logging.INFO, logging.getLevelName(level))
     for noisy in ("discord", "httpx", "urllib3", "PIL", "filelock"):
         logging.getLogger(noisy).setLevel(quiet)
+    return handler
+
+
+def _file_handler(path: Path) -> logging.Handler:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    handler = logging.FileHandler(path, encoding="utf-8")
+    handler.setFormatter(FORMAT)
     return handler

@@ -1,4 +1,5 @@
-"""Numbered migrations: each one and its record commit together, or not at all."""
+"""Numbered migrations: each one and its record commit together, or not at all (the engine; the list of them is
+`storage.schema.MIGRATIONS`)."""
 
 from __future__ import annotations
 
@@ -67,12 +68,9 @@ def _apply_one(conn: sqlite3.Connection, migration: Migration) -> bool:
     return True
 
 
-def migrate(conn: sqlite3.Connection, migrations: Sequence[Migration] | None = None) -> list[int]:
-    """Apply every migration not yet recorded, in order; returns the versions applied now."""
-    if migrations is None:
-        from storage.schema import MIGRATIONS
-
-        migrations = MIGRATIONS
+def migrate(conn: sqlite3.Connection, migrations: Sequence[Migration]) -> list[int]:
+    """Apply every migration not yet recorded, in order; returns the versions applied now.
+    The schema's own list is `storage.schema.MIGRATIONS`."""
     versions = [m.version for m in migrations]
     if versions != sorted(set(versions)):
         raise ValueError("migration versions must be unique and increasing")

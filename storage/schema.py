@@ -1,5 +1,6 @@
 """The database schema, as numbered migrations. Both the bot and the worker apply these on open."""
 
+from storage.id_sequences import rebuild_with_autoincrement
 from storage.migrations import Migration
 
 INITIAL = """
@@ -165,6 +166,21 @@ CREATE TABLE exports (                     -- files handed to a user, so forget 
 
 """
 
+# Ids that leave the process (buttons' custom_ids, job numbers, out/ file names) are never handed out twice.
+NEVER_REUSED_IDS = ("jobs", "generations", "subjects", "adapters", "exports", "subject_groups")
+# Console jobs (no channel) that finished before this migration count as delivered: only news is written to out/.
+CONSOLE_JOBS_DELIVERED = """
+UPDATE jobs SET notified = 1 WHERE channel_id IS NULL AND state IN ('succeeded', 'failed', 'cancelled');
+"""
+
+# Which cluster node runs a job (NULL under the local worker); /status and /admin queue show it.
+JOB_NODE = """
+ALTER TABLE jobs ADD COLUMN node TEXT;
+"""
+
 MIGRATIONS = [
     Migration(1, "initial schema", INITIAL),
+    Migration(2, "ids are never reused (AUTOINCREMENT)", CONSOLE_JOBS_DELIVERED,
+              apply=lambda conn: rebuild_with_autoincrement(conn, NEVER_REUSED_IDS)),
+    Migration(4, "jobs.node: the cluster node running a job", JOB_NODE),
 ]

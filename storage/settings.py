@@ -40,6 +40,12 @@ class Settings(BaseSettings):
     safety_checker_path: Path | None = None  # NSFW checker for generated images
     # NF4 for the serving pipeline; None: only where the family trains in NF4 and a CUDA GPU is present.
     generation_nf4: bool | None = None
+    # Serving adapters: memory for adapters waiting as plain tensors (CPU), the smallest rank LoRA slots are made
+    # for (0: the largest rank served so far; set it to your largest rank so a compiled denoiser never recompiles),
+    # and torch.compile of the denoiser (auto: on CUDA only).
+    adapter_cache_mb: float = Field(2048.0, gt=0)
+    lora_slot_rank: int = Field(0, ge=0, le=1024)
+    serving_compile: Literal["auto", "on", "off"] = "auto"
 
     # Evaluation after every training job. Embedding models are used only when these local folders exist;
     # without them subject fidelity falls back to a pixel measure, labelled as such wherever it is shown.
@@ -56,7 +62,7 @@ class Settings(BaseSettings):
     max_queued_generations_per_user: int = Field(3, ge=1, le=100)
     max_training_jobs_per_user: int = Field(1, ge=1, le=10)
     generation_cooldown_s: float = Field(3.0, ge=0)
-    adapter_cache_size: int = Field(4, ge=1, le=64)
+    adapter_cache_size: int = Field(4, ge=1, le=64)  # unused since serving bounds adapters in MB (adapter_cache_mb)
     train_steps: int | None = Field(None, ge=1, le=100_000)
 
     # Who may use the bot.
@@ -78,6 +84,22 @@ class Settings(BaseSettings):
     gpu_sharing: Literal["auto", "shared", "exclusive"] = "auto"
     preempt_min_interval_s: float = Field(300.0, ge=0)  # exclusive mode: training runs at least this long
     progress_edit_interval_s: float = Field(5.0, ge=0.5)
+
+    # Scale-out (README "Scaling out"): with an address (ray://head:10001, or auto) the bot starts the cluster
+    # dispatcher (`python -m trainer.cluster`) instead of the local worker, and the GPU work runs on Ray nodes.
+    cluster_address: str | None = None
+    cluster_gpu_resource: str = "GPU"  # the Ray resource a GPU is counted in (tests use a custom one)
+    cluster_train_gpu: float = Field(0.5, gt=0, le=1)  # share of a node's GPU one training job takes
+    cluster_replica_gpu: float = Field(0.5, gt=0, le=1)  # share one generation replica takes
+    cluster_replicas: int = Field(1, ge=1, le=256)  # generation replicas (at most one per node)
+    cluster_train_slots: int = Field(2, ge=1, le=1024)  # training jobs dispatched at once
+    cluster_scratch_dir: str = "/tmp/likeness-node"  # per-job folder on a node; the same path on every node
+
+    # Faults (issue 18). Online backups of the database every so many hours (0: off), keeping the newest few;
+    # admins are warned when free space on the data disk drops below disk_warn_free_mb (0: never).
+    backup_interval_h: float = Field(24.0, ge=0)
+    backup_keep: int = Field(3, ge=1, le=100)
+    disk_warn_free_mb: int = Field(1024, ge=0)
 
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
 
@@ -129,6 +151,15 @@ class Settings(BaseSettings):
     @property
     def cache_dir(self) -> Path:
         return self.data_dir / "cache"
+
+    @property
+    def backups_dir(self) -> Path:
+        return self.data_dir / "backups"
+
+    @property
+    def log_path(self) -> Path:
+        """The host's log file: everything the bot and the worker log, library chatter included."""
+        return self.data_dir / "likeness.log"
 
     @property
     def is_tiny_model(self) -> bool:

@@ -8,7 +8,9 @@ import signal
 import sys
 
 from storage.logs import configure_logging
-from storage.settings import SettingsError, load_settings
+from storage.settings import Settings, SettingsError, load_settings
+from trainer.versions import drift_warning
+from trainer.worker import Worker
 
 log = logging.getLogger("trainer")
 
@@ -18,6 +20,14 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--owner", help="lease owner name (the supervisor sets it so it can requeue on a crash)")
     parser.add_argument("--until-idle", action="store_true", help="exit when the queue is empty")
     return parser.parse_args(argv)
+
+
+def build_worker(settings: Settings, *, owner: str | None = None) -> Worker:
+    """The worker with every job kind wired: HANDLERS run the jobs, IDLE_TASKS run while the queue is empty."""
+    # The handlers load torch and diffusers: imported after logging is configured, so their warnings are formatted.
+    from trainer.handlers import HANDLERS, IDLE_TASKS
+
+    return Worker(settings, HANDLERS, idle_tasks=IDLE_TASKS, owner=owner)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -30,12 +40,12 @@ def main(argv: list[str] | None = None) -> int:
     token = settings.discord_token.get_secret_value() if settings.discord_token else ""
     configure_logging(settings.log_level, secrets=[token])
 
-    from trainer.worker import Worker  # after logging, so model-library warnings are formatted
-
-    worker = Worker(settings, owner=args.owner)
+    worker = build_worker(settings, owner=args.owner)
     for sig in (signal.SIGTERM, signal.SIGINT):
         signal.signal(sig, lambda *_: worker.request_stop())
     log.info("worker %s started on %s (%s)", worker.owner, settings.model_family, settings.device)
+    if warning := drift_warning():
+        log.warning(warning)
     try:
         worker.run(until_idle=args.until_idle)
     finally:

@@ -21,7 +21,7 @@ from PIL import Image
 from storage import adapters, files, photos, subjects
 from storage.db import transaction
 from storage.subjects import Subject
-from trainer.worker import JobContext, JobError, JobOutcome
+from trainer.job_api import JobContext, JobError, JobOutcome
 
 log = logging.getLogger(__name__)
 

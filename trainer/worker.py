@@ -12,8 +12,7 @@ import os
 import socket
 import threading
 import time
-from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, field
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 from storage import jobs
@@ -21,65 +20,15 @@ from storage.db import connect
 from storage.files import FileStore
 from storage.settings import Settings
 from trainer.gpu_policy import exclusive_gpu
+from trainer.job_api import Handler, IdleTask, JobContext, JobError, JobOutcome
 from trainer.lease import LeaseKeeper
+from trainer.versions import dependency_problem
 
 log = logging.getLogger(__name__)
 
 UNEXPECTED = "The worker hit an unexpected error; the host can find the details in the worker log."
 PREEMPT_CHECK_S = 1.0
 IDLE_TASK_INTERVAL_S = 5.0
-
-
-class JobError(Exception):
-    """A job failed for a reason the user should read: the message is one plain sentence."""
-
-
-@dataclass(frozen=True)
-class JobOutcome:
-    state: str  # succeeded, failed, cancelled, or released (back to the queue on shutdown)
-    result: dict[str, Any] | None = None
-    error: str | None = None
-
-
-@dataclass
-class JobContext:
-    """What a handler gets: the job, the shared resources, and the hooks back into the worker."""
-
-    worker: Worker
-    job: jobs.Job
-    lease: LeaseKeeper
-    extra: dict[str, Any] = field(default_factory=dict)
-
-    @property
-    def conn(self):
-        return self.worker.conn
-
-    @property
-    def store(self) -> FileStore:
-        return self.worker.store
-
-    @property
-    def settings(self) -> Settings:
-        return self.worker.settings
-
-    def stop_reason(self) -> str | None:
-        """'cancel' when the user cancelled, 'shutdown' when the worker must stop (or lost the lease), or when
-        training must step aside for waiting generation jobs on a GPU too small for both."""
-        if self.lease.cancel_requested:
-            return "cancel"
-        if self.worker.stopping or self.lease.lost:
-            return "shutdown"
-        if self.job.kind == "train" and self.worker.should_yield_gpu():
-            self.extra["yielded"] = True
-            return "shutdown"
-        return None
-
-    def between_steps(self) -> None:
-        if not self.worker.exclusive_gpu:
-            self.worker.serve_waiting_generations()
-
-
-Handler = Callable[[JobContext], JobOutcome]
 
 
 def default_owner() -> str:
@@ -90,19 +39,19 @@ class Worker:
     def __init__(
         self,
         settings: Settings,
-        handlers: Mapping[str, Handler] | None = None,
+        handlers: Mapping[str, Handler],
         *,
         owner: str | None = None,
-        idle_tasks: Sequence[Callable[[Worker], None]] | None = None,
+        idle_tasks: Sequence[IdleTask] = (),
     ) -> None:
+        """`handlers` maps each job kind to the function that runs it; `idle_tasks` run while the queue is empty.
+        `trainer.__main__.build_worker` wires the real ones."""
         self.settings = settings
         self.owner = owner or default_owner()
         self.conn = connect(settings.database_path)
         self.store = FileStore(settings.store_dir)
-        self.handlers = dict(handlers) if handlers is not None else _default_handlers()
-        self.idle_tasks = tuple(idle_tasks) if idle_tasks is not None else (
-            _default_idle_tasks() if handlers is None else ()
-        )
+        self.handlers = dict(handlers)
+        self.idle_tasks = tuple(idle_tasks)
         self._last_idle_run = 0.0
         self._job_started = 0.0
         self.exclusive_gpu = exclusive_gpu(settings)
@@ -183,9 +132,9 @@ class Worker:
             return handler(ctx)
         except JobError as exc:
             return JobOutcome("failed", error=str(exc))
-        except Exception:
+        except Exception as exc:
             log.exception("job %d (%s) crashed", ctx.job.id, ctx.job.kind)
-            return JobOutcome("failed", error=UNEXPECTED)
+            return JobOutcome("failed", error=dependency_problem(exc) or UNEXPECTED)
 
     def _record(self, job: jobs.Job, outcome: JobOutcome) -> None:
         if outcome.state == "released":
@@ -230,16 +179,3 @@ class Worker:
         finally:
             self._serving = False
         return served
-
-
-def _default_handlers() -> dict[str, Handler]:
-    # Imported here so that importing the worker module stays cheap for tests with their own handlers.
-    from trainer.handlers import HANDLERS
-
-    return dict(HANDLERS)
-
-
-def _default_idle_tasks() -> tuple[Callable[[Worker], None], ...]:
-    from trainer.handlers import IDLE_TASKS
-
-    return tuple(IDLE_TASKS)

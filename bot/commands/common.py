@@ -3,16 +3,12 @@
 from __future__ import annotations
 
 import logging
-from typing import TYPE_CHECKING
-
 import discord
 from discord import app_commands
 
+from bot.client import LikenessClient
 from bot.replies import requester
 from intake.triggers import CLASS_NOUNS
-
-if TYPE_CHECKING:
-    from bot.app import LikenessBot
 
 log = logging.getLogger(__name__)
 
@@ -26,7 +22,7 @@ def everywhere(command):
     return app_commands.allowed_contexts(guilds=True, dms=True, private_channels=True)(command)
 
 
-def bot_of(interaction: discord.Interaction) -> LikenessBot:
+def bot_of(interaction: discord.Interaction) -> LikenessClient:
     return interaction.client  # type: ignore[return-value]
 
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import discord
 from discord import app_commands
 from discord.ext import commands
@@ -9,6 +11,7 @@ from discord.ext import commands
 from bot import render
 from bot.commands.common import bot_of, class_noun_choices, everywhere, subject_choices
 from bot.replies import defer, reply, requester, user_errors
+from bot.services.training import TrainRequest
 from bot.services.types import TrainOutcome, Upload
 from bot.views import PhotoUploadModal
 from intake.triggers import validate_class_noun, validate_trigger
@@ -74,24 +77,33 @@ class TrainingCommands(commands.Cog):
     def __init__(self, bot: commands.Bot) -> None:
         self.bot = bot
 
-    @app_commands.command(name="train", description="Train your likeness from 5-20 photos (opens an upload form)")
+    @app_commands.command(name="train", description="Train your likeness from 5-20 photos, or retrain a subject")
     @app_commands.describe(
         trigger="A made-up word for you in prompts, e.g. rraj (suggested when left empty)",
         class_noun="What you are: person, man, woman, boy, girl, dog, cat, or your own word",
         name="A display name for this subject", family="Put this subject in a family group (for /train-family)",
+        subject="Retrain one of your subjects from its stored photos (no upload needed)",
     )
-    @app_commands.autocomplete(class_noun=class_noun_choices)
+    @app_commands.autocomplete(class_noun=class_noun_choices, subject=subject_choices)
     @everywhere
     async def train(self, interaction: discord.Interaction, trigger: str | None = None, class_noun: str = "person",
-                    name: str | None = None, family: str | None = None) -> None:
+                    name: str | None = None, family: str | None = None, subject: str | None = None) -> None:
         problem = _precheck(trigger, class_noun)
         if problem:
             await reply(interaction, problem)
             return
+        request = TrainRequest(trigger=trigger, class_noun=class_noun, display_name=name, family_group=family,
+                               subject=subject)
+        if subject is not None:
+            async with user_errors(interaction):
+                await defer(interaction)
+                await show_training(interaction, await bot_of(interaction).services.training.start(
+                    requester(interaction), request))
+            return
 
         async def on_photos(inter: discord.Interaction, uploads: list[Upload]) -> None:
             outcome = await bot_of(inter).services.training.start(
-                requester(inter), trigger, class_noun, name, uploads, family)
+                requester(inter), replace(request, uploads=tuple(uploads)))
             await show_training(inter, outcome)
 
         await interaction.response.send_modal(PhotoUploadModal("Train your likeness", on_photos, hint=PHOTO_HINT))

@@ -15,6 +15,7 @@ from bot.services.subject_access import ensure_requester, own_subject
 from bot.services.types import ExportBundle, ForgetOutcome, Requester
 from storage import adapters, forget
 from storage.exports import delete_export, record_export
+from storage.lora_hash import NotSafetensorsError, lora_hash, short_lora_hash
 from storage.adapters import Adapter
 from storage.db import transaction
 from storage.subjects import Subject
@@ -33,7 +34,17 @@ class ExportPlan:
     stale_keys: tuple[str, ...]  # earlier exports of this user to remove
 
 
-def readme_text(subject: Subject, adapter: Adapter, names: list[str]) -> str:
+def weights_hash_lines(path) -> list[str]:
+    """The adapter's LoRA hash as A1111 and Civitai show it (storage.lora_hash), for the README."""
+    try:
+        full = lora_hash(path)
+    except (OSError, NotSafetensorsError):
+        return ["LoRA hash: unavailable (the adapter file is not a readable safetensors file)"]
+    return [f"LoRA hash (A1111, Civitai AutoV3: SHA-256 of the tensor data): {full}",
+            f"Short hash, as in the `Lora hashes` of our PNGs: {short_lora_hash(full)}"]
+
+
+def readme_text(subject: Subject, adapter: Adapter, names: list[str], hash_lines: list[str]) -> str:
     created = dt.datetime.fromtimestamp(adapter.created_at, dt.UTC).strftime("%Y-%m-%d %H:%M UTC")
     lines = [
         "Likeness adapter export",
@@ -43,7 +54,7 @@ def readme_text(subject: Subject, adapter: Adapter, names: list[str]) -> str:
         f'Write it in prompts as: "a photo of {subject.trigger} {subject.class_noun}"',
         f"Model family: {adapter.family}    Base model: {adapter.base_model}",
         f"Adapter version: {adapter.version}    Trained: {created}",
-        f"SHA-256 of the weights: {adapter.sha256}",
+        *hash_lines,
         "",
         "Files: " + ", ".join(names),
         "",
@@ -104,7 +115,8 @@ class AccountService:
         with store.writing(plan.key) as temp, zipfile.ZipFile(temp, "w", zipfile.ZIP_DEFLATED) as archive:
             for key, name in zip(plan.files, names, strict=True):
                 archive.write(store.resolve(key), arcname=name)
-            archive.writestr(README_NAME, readme_text(plan.subject, plan.adapter, names))
+            hash_lines = weights_hash_lines(store.resolve(plan.adapter.path))
+            archive.writestr(README_NAME, readme_text(plan.subject, plan.adapter, names, hash_lines))
         for key in plan.stale_keys:
             if key:
                 store.delete(key)

@@ -1,4 +1,8 @@
-"""Holiday cards: the greeting the worker typesets, and the layout, which also picks the image's shape."""
+"""Holiday cards: the greeting the worker typesets, and the layout, which also picks the picture's shape.
+
+Each layout's picture box has its own shape (trainer/serving/cards.py PICTURE_ASPECT: a square picture above the
+greeting on a portrait card, a 3:4 one beside it on a landscape card, a 4:3 one inside the border), and the card's
+picture is generated at that aspect, so the worker never has to crop it."""
 
 from __future__ import annotations
 
@@ -8,7 +12,7 @@ from bot.services.errors import ServiceError
 
 MAX_GREETING_CHARS = 120
 MAX_GREETING_LINES = 3
-LAYOUTS = {"portrait": "portrait", "landscape": "landscape", "border": "square"}  # layout -> aspect preset
+LAYOUTS = {"portrait": "square", "landscape": "portrait", "border": "landscape"}  # layout -> picture's aspect preset
 DEFAULT_LAYOUT = "portrait"
 
 

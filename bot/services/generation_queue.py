@@ -89,7 +89,8 @@ def queue_generation(
     params = draft.params
     return QueuedGeneration(
         generation_id=generation_id, job_id=job_id, position=jobs.queue_position(conn, job_id), seed=draft.seed,
-        subjects=draft.triggers, warnings=draft.warnings, kind=draft.kind, count=params.get("count", 1),
+        subjects=draft.triggers, warnings=draft.warnings, kind=draft.kind,
+        count=len(params.get("headshot_prompts") or ()) or params.get("count", 1),  # a headshot pack: one per prompt
         width=params.get("width", 0), height=params.get("height", 0), style=params.get("style"),
         prompt=draft.prompt,
     )

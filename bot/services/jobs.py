@@ -44,6 +44,7 @@ def job_view(conn: sqlite3.Connection, store: FileStore, job: Job) -> JobView:
         total=job.total, message=job.message, eta_at=job.eta_at, preview_path=_preview(store, job.preview_path),
         error=job.error, triggers=triggers, user_id=job.user_id, created_at=job.created_at,
         cancel_requested=job.cancel_requested, generation_id=generation_id,
+        node=job.node if job.state == "running" else None,
     )
 
 
@@ -80,4 +81,4 @@ class JobService:
         result = jobs.request_cancel(conn, job.id)
         if result not in ("cancelled", "requested"):
             raise ServiceError("job_finished", f"Job #{job.id} has already finished.")
-        return CancelOutcome(job.id, job.kind, result)
+        return CancelOutcome(job.id, job.kind, result, steps_done=job.step)

@@ -12,7 +12,7 @@ from typing import Any
 from bot.services.errors import ServiceError
 from intake.family_specs import family_spec
 
-SEED_LIMIT = 2**63  # SQLite integers are signed 64-bit
+SEED_LIMIT = 2**32  # seeds are 32-bit unsigned, as in A1111 and Civitai
 MIN_STEPS, MAX_STEPS = 1, 150
 MIN_GUIDANCE, MAX_GUIDANCE = 0.0, 30.0
 MAX_COUNT = 4
@@ -27,7 +27,7 @@ TINY_BASE_SIZE = 64
 ASPECTS = {"square": (1, 1), "portrait": (3, 4), "landscape": (4, 3), "tall": (9, 16), "wide": (16, 9)}
 _ASPECT_ALIASES = {"1:1": "square", "3:4": "portrait", "4:3": "landscape", "9:16": "tall", "16:9": "wide"}
 _SCHEDULER_ALIASES = {
-    "ddim": "ddim", "pndm": "pndm", "euler": "euler", "eulera": "euler_a", "eulerancestral": "euler_a",
+    "ddim": "ddim", "pndm": "pndm", "plms": "pndm", "euler": "euler", "eulera": "euler_a", "eulerancestral": "euler_a",
     "dpmpp2m": "dpmpp_2m", "dpmsolvermultistep": "dpmpp_2m", "dpm2m": "dpmpp_2m",
 }
 _MAX_ECHO = 24
@@ -97,7 +97,7 @@ def base_family(family: str) -> str:
 
 
 def validate_seed(value: Any) -> int | None:
-    """None when omitted (a random seed is drawn later), else 0 <= seed < 2**63."""
+    """None when omitted (a random seed is drawn later), else 0 <= seed < 2**32."""
     if value is None or (isinstance(value, str) and not value.strip()):
         return None
     seed = parse_int(value, "The seed")

@@ -10,6 +10,7 @@ from bot.services.errors import ServiceError
 from bot.services.photo_intake import CheckedPhoto, check_batch_size, inspect_uploads, remove_files, store_checked_photos
 from bot.services.subject_access import active_training_job, ensure_requester, own_subject, own_subject_by_id
 from bot.services.training_outcome import subject_ref
+from bot.services.verbs import slash
 from bot.services.types import PhotoInfo, Requester, TrainOutcome, Upload
 from storage import photos
 from storage.db import transaction
@@ -91,7 +92,7 @@ class PhotoService:
         added = sum(1 for item in checked if item.prepared is not None)
         notes = [f"Added {added} photo{'s' if added != 1 else ''}; `{subject.trigger}` now has {total}."]
         if total >= minimum and added:
-            notes.append(f"Run /train with `{subject.trigger}` to train with the new photos.")
+            notes.append(f"Run {slash('retrain', subject=subject.trigger)} to train with the new photos.")
         elif total < minimum:
             notes.append(f"Training needs at least {minimum}; add {minimum - total} more.")
         return TrainOutcome(

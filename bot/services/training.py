@@ -7,13 +7,14 @@ import logging
 import re
 import sqlite3
 from collections.abc import Callable, Sequence
-from dataclasses import replace
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 from bot.services.context import ServiceContext
 from bot.services.errors import ServiceError
 from bot.services.photo_intake import CheckedPhoto, check_batch_size, inspect_uploads, remove_files, store_checked_photos
 from bot.services.subject_access import ensure_requester, find_own_subject, own_subject_by_id, shown
+from bot.services.verbs import slash
 from bot.services.training_outcome import TrainingPlan, family_outcome, train_outcome
 from bot.services.types import Requester, TrainOutcome, Upload
 from storage import jobs, photos, subjects
@@ -57,23 +58,45 @@ def enqueue_training(conn: sqlite3.Connection, ctx: ServiceContext, req: Request
     )
 
 
+@dataclass(frozen=True)
+class TrainRequest:
+    """What /train (or the console's `train`) asks for. `subject` retrains an existing subject of the requester
+    from its stored photos; uploads are then optional (any given are added first)."""
+
+    trigger: str | None = None
+    class_noun: str = "person"
+    display_name: str | None = None
+    uploads: tuple[Upload, ...] = ()
+    family_group: str | None = None
+    subject: str | None = None
+
+
+def _retrained_subject(conn: sqlite3.Connection, req: Requester, name: str) -> Subject:
+    subject = find_own_subject(conn, req.user_id, name)
+    if subject is None:
+        raise ServiceError(
+            "no_subject",
+            f"You have no subject `{shown(name)}` to retrain; {slash('subjects')} lists yours, and {slash('train')} "
+            "with photos makes a new one.",
+        )
+    return subject
+
+
 class TrainingService:
     def __init__(self, ctx: ServiceContext) -> None:
         self.ctx = ctx
         self._encode: Callable[[str], list[int]] | None = None
         self._encode_loaded = False
 
-    async def start(
-        self, req: Requester, trigger: str | None, class_noun: str, display_name: str | None,
-        uploads: Sequence[Upload], family_group: str | None = None,
-    ) -> TrainOutcome:
-        uploads = tuple(uploads or ())
-        noun = validate_class_noun(class_noun or "")
+    async def start(self, req: Requester, request: TrainRequest) -> TrainOutcome:
+        uploads = tuple(request.uploads)
+        noun = validate_class_noun(request.class_noun or "")
         if not noun.ok:
             raise ServiceError("bad_class_noun", f"That class noun won't work: {noun.message}.")
-        group = clean_group_name(family_group)
-        encode = await self._tokenizer_encode() if not (trigger or "").strip() else None
-        plan = await self.ctx.db.run(self._plan, req, trigger, noun.token, display_name, group, encode)
+        group = clean_group_name(request.family_group)
+        trigger = request.trigger
+        encode = await self._tokenizer_encode() if not (trigger or "").strip() and not request.subject else None
+        plan = await self.ctx.db.run(self._plan, req, request, noun.token, group, encode)
         check_batch_size(self.ctx.settings, uploads, plan.photos_before, plan.trigger)
         if not uploads and plan.subject is None:
             raise ServiceError(
@@ -111,12 +134,15 @@ class TrainingService:
 
     # Database-thread steps.
     def _plan(
-        self, conn: sqlite3.Connection, req: Requester, raw_trigger: str | None, class_noun: str,
-        display_name: str | None, group: str | None, encode: Callable[[str], list[int]] | None,
+        self, conn: sqlite3.Connection, req: Requester, request: TrainRequest, class_noun: str, group: str | None,
+        encode: Callable[[str], list[int]] | None,
     ) -> TrainingPlan:
         ensure_requester(conn, req)
         if group is None:
             self.ctx.limits.check_training_jobs(conn, req.user_id)
+        if request.subject is not None:
+            return _extend_plan(conn, _retrained_subject(conn, req, request.subject), group, class_noun)
+        raw_trigger, display_name = request.trigger, request.display_name
         taken = subjects.taken_trigger_keys(conn)
         if raw_trigger and raw_trigger.strip():
             own = find_own_subject(conn, req.user_id, raw_trigger)

@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 
+from bot.services.verbs import slash
 from bot.services.types import PhotoVerdict, SubjectRef, TrainOutcome
 from storage.settings import Settings
 from storage.subjects import Subject
@@ -49,12 +50,12 @@ def _notes(settings: Settings, plan: TrainingPlan, job_id: int | None, total: in
         missing = minimum - total
         notes.append(
             f"`{trigger}` has {total} usable photo{'s' if total != 1 else ''}; training needs at least {minimum}, "
-            f"so add {missing} more with /photos add, then run /train with `{trigger}` again."
+            f"so add {missing} more with {slash('photos add')}, then run {slash('retrain', subject=trigger)}."
         )
     elif job_id is None:
         notes.append(
-            f"Your photos are saved, but another training job of yours started meanwhile; run /train with "
-            f"`{trigger}` again when it has finished."
+            f"Your photos are saved, but another training job of yours started meanwhile; run "
+            f"{slash('retrain', subject=trigger)} when it has finished."
         )
     if stored and total < RECOMMENDED_PHOTOS[0]:
         low, high = RECOMMENDED_PHOTOS

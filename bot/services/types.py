@@ -199,6 +199,7 @@ class JobView:
     created_at: float
     cancel_requested: bool = False
     generation_id: int | None = None
+    node: str | None = None  # the cluster node running it, in cluster mode
 
 
 @dataclass(frozen=True)
@@ -206,6 +207,7 @@ class CancelOutcome:
     job_id: int
     kind: str
     result: str  # "cancelled" (it was waiting) or "requested" (running; it stops within a step)
+    steps_done: int = 0  # a waiting job may have run steps before (a resumed job that was paused)
 
 
 @dataclass(frozen=True)

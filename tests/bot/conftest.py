@@ -82,11 +82,16 @@ def assert_every_interaction_answered(env) -> None:
 
 # Helpers shared by the test modules.
 async def run_worker(settings: Settings, handlers=None) -> int:
-    """Run the real worker loop in a thread until the queue is empty (the bot's event loop stays free)."""
+    """Run the real worker loop in a thread until the queue is empty (the bot's event loop stays free).
+    Without `handlers`, the worker is wired as `python -m trainer` wires it."""
+    from trainer.__main__ import build_worker
     from trainer.worker import Worker
 
     def run() -> int:
-        worker = Worker(settings, handlers, owner="test-worker")
+        if handlers is None:
+            worker = build_worker(settings, owner="test-worker")
+        else:
+            worker = Worker(settings, handlers, owner="test-worker")
         try:
             return worker.run(until_idle=True)
         finally:

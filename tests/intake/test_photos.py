@@ -18,14 +18,8 @@ from tests import corpus
 from intake.faces import detect_faces
 from intake.formats import PhotoRejected, decode_photo
 from intake.quality import face_gray, judge_face_exposure, measure_sharpness
-from intake.photos import (
-    FAMILIES,
-    IntakeRules,
-    display_filename,
-    inspect_batch,
-    inspect_photo,
-    is_near_duplicate,
-)
+from intake.photos import display_filename, inspect_batch, inspect_photo, is_near_duplicate
+from intake.rules import FAMILIES, IntakeRules
 
 ROOT = Path(__file__).resolve().parents[2]
 TINY = IntakeRules.for_family("tiny-sd15")

@@ -46,3 +46,38 @@ def test_settings_never_print_the_token(monkeypatch):
     assert TOKEN not in str(settings.model_dump())
     assert "LIKENESS_DISCORD_TOKEN" not in settings.worker_env()
     assert settings.discord_token.get_secret_value() == TOKEN
+
+
+@pytest.fixture
+def console_logs(tmp_path):
+    factory = logging.getLogRecordFactory()
+    stream = io.StringIO()
+    log_file = tmp_path / "data" / "likeness.log"
+    configure_logging("INFO", stream=stream, log_file=log_file, stream_level="WARNING")
+    yield stream, log_file
+    logging.captureWarnings(False)
+    logging.setLogRecordFactory(factory)
+    for handler in list(logging.getLogger().handlers):
+        handler.close()
+    logging.getLogger().handlers.clear()
+
+
+def test_console_terminal_shows_our_warnings_and_the_log_file_keeps_library_chatter(console_logs):
+    import warnings
+
+    stream, log_file = console_logs
+    logging.getLogger("diffusers.loaders.peft").warning("No LoRA keys associated to CLIPTextModel")
+    logging.getLogger("bitsandbytes.cextension").warning("The installed version of bitsandbytes lacks GPU kernels")
+    with warnings.catch_warnings():  # pytest records warnings itself; route this one as the entry point does
+        warnings.simplefilter("always")
+        logging.captureWarnings(False)
+        logging.captureWarnings(True)
+        warnings.warn("requires torchvision", UserWarning, stacklevel=1)
+    logging.getLogger("trainer.worker").info("worker started")
+    logging.getLogger("bot.supervisor").warning("worker exited with 1")
+    shown = stream.getvalue()
+    kept = log_file.read_text()
+    assert shown.count("\n") == 1 and "worker exited with 1" in shown
+    for line in ("No LoRA keys associated", "lacks GPU kernels", "requires torchvision", "worker started",
+                 "worker exited with 1"):
+        assert line in kept

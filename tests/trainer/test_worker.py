@@ -6,7 +6,10 @@ import time
 from storage import jobs
 from storage.db import connect
 from storage.settings import Settings
-from trainer.worker import JobError, JobOutcome, Worker
+from trainer.__main__ import build_worker
+from trainer.handlers import HANDLERS, IDLE_TASKS
+from trainer.job_api import JobError, JobOutcome
+from trainer.worker import Worker
 
 
 def _settings(tmp_path, **extra) -> Settings:
@@ -203,3 +206,13 @@ def test_exclusive_mode_waits_for_the_minimum_training_stretch(tmp_path):
 
 def test_auto_sharing_on_cpu_is_shared(tmp_path):
     assert not Worker(_settings(tmp_path), {}, owner="w1").exclusive_gpu
+
+
+def test_the_worker_process_wires_a_handler_for_every_job_kind_and_the_idle_tasks(tmp_path):
+    worker = build_worker(_settings(tmp_path), owner="w1")
+    try:
+        assert set(worker.handlers) == set(jobs.KINDS)
+        assert worker.handlers == HANDLERS
+        assert worker.idle_tasks == tuple(IDLE_TASKS) != ()
+    finally:
+        worker.close()

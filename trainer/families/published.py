@@ -47,20 +47,29 @@ FLUX_VAE = dict(SD_VAE, latent_channels=16, use_quant_conv=False, use_post_quant
 SCHEDULER = dict(num_train_timesteps=1000, beta_start=0.00085, beta_end=0.012, beta_schedule="scaled_linear",
                  steps_offset=1)
 STORAGE_DTYPE = {"sd15": torch.float16, "sdxl": torch.float16, "flux": torch.bfloat16}
+# FLUX with its real widths (hidden size, heads, joint attention dim, T5 width) but fewer blocks, so a CPU can
+# train it: 1 double-stream and 2 single-stream blocks (of 19 and 38), 2 T5 layers (of 24).
+REDUCED_FLUX_DEPTH = {"num_layers": 1, "num_single_layers": 2, "t5_layers": 2}
 
 
-def build_published_model(base: str, root: Path) -> Path:
-    """root/<base>-published: the published architecture with random weights (built once)."""
-    target = Path(root) / f"{base}-published"
+def build_published_model(base: str, root: Path, reduced: bool = False) -> Path:
+    """root/<base>-published: the published architecture with random weights (built once).
+
+    reduced (FLUX only): the real widths with REDUCED_FLUX_DEPTH blocks, in root/flux-published-reduced.
+    """
+    if reduced and base != "flux":
+        raise ValueError(f"only flux has a reduced build; {base} runs at its full depth")
+    target = Path(root) / f"{base}-published{'-reduced' if reduced else ''}"
     if (target / "model_index.json").is_file():
         return target
     Path(root).mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(prefix=f".{base}-building-", dir=root))
     try:
-        pipe = _BUILDERS[base]()
+        pipe = _build_flux(REDUCED_FLUX_DEPTH) if reduced else _BUILDERS[base]()
         pipe.save_pretrained(staging, safe_serialization=True, max_shard_size="5GB")
         del pipe
-        (staging / "likeness_published.json").write_text(json.dumps({"base": base, "weights": "random"}))
+        stamp = {"base": base, "weights": "random", "depth": REDUCED_FLUX_DEPTH if reduced else "published"}
+        (staging / "likeness_published.json").write_text(json.dumps(stamp))
         staging.rename(target)
     finally:
         shutil.rmtree(staging, ignore_errors=True)
@@ -133,7 +142,7 @@ def _build_sdxl():
     )
 
 
-def _build_flux():
+def _build_flux(depth: dict | None = None):
     from diffusers import AutoencoderKL, FlowMatchEulerDiscreteScheduler, FluxPipeline, FluxTransformer2DModel
     from transformers import T5Config, T5EncoderModel
 
@@ -141,7 +150,9 @@ def _build_flux():
 
     dtype, clip_tokenizer, t5_tokenizer = STORAGE_DTYPE["flux"], build_clip_tokenizer(), build_t5_tokenizer()
     t5_tokenizer.model_max_length = 512
-    t5_config = T5Config(**T5_XXL, pad_token_id=t5_tokenizer.pad_token_id, eos_token_id=t5_tokenizer.eos_token_id,
+    depth = depth or {}
+    transformer_config = dict(FLUX_TRANSFORMER, **{k: v for k, v in depth.items() if k != "t5_layers"})
+    t5_config = T5Config(**dict(T5_XXL, num_layers=depth.get("t5_layers", T5_XXL["num_layers"])), pad_token_id=t5_tokenizer.pad_token_id, eos_token_id=t5_tokenizer.eos_token_id,
                          decoder_start_token_id=t5_tokenizer.pad_token_id)
     return FluxPipeline(
         scheduler=FlowMatchEulerDiscreteScheduler(shift=3.0, use_dynamic_shifting=True, base_shift=0.5,
@@ -149,7 +160,7 @@ def _build_flux():
         vae=random_module(AutoencoderKL, dtype, **FLUX_VAE),
         text_encoder=_clip(CLIP_L, clip_tokenizer, dtype), tokenizer=clip_tokenizer,
         text_encoder_2=random_module(T5EncoderModel, dtype, t5_config), tokenizer_2=t5_tokenizer,
-        transformer=random_module(FluxTransformer2DModel, dtype, **FLUX_TRANSFORMER),
+        transformer=random_module(FluxTransformer2DModel, dtype, **transformer_config),
     )
 
 

@@ -1,35 +1,28 @@
-"""LoRA adapters resident on one base pipeline: loaded by name, kept in LRU order, evicted past a bound.
+"""Adapters for one resident pipeline: read once into memory, switched by copying them into LoRA slots.
 
-Adapters are peft layers next to the frozen base weights (never fused), so switching users is `set_adapters` with
-other names and weights; the base model is never reloaded or modified.
-
-Eviction. When the cache is full and the new adapter has the same LoRA layout as the least recently used one
-(same keys and shapes, same rank/alpha config, denoiser only: what our trainer writes for every subject of a
-family), the new weights are copied into the old adapter's layers with diffusers' hotswap
-(`load_lora_weights(..., hotswap=True)`). That skips peft's module injection (the slow part of a load on a real
-UNet), allocates nothing, and keeps the module graph fixed, which a `torch.compile`d denoiser needs. Other
-adapters (text-encoder LoRA, kohya-format style files, another rank) are evicted with `delete_adapters` and
-loaded fresh. `evict`/`evict_missing` always delete, so a forgotten person's weights leave memory at once.
+An adapter file is read into plain tensors (`lora_tensors.read_lora`: CPU, pinned where CUDA serves) and waits in
+an LRU bounded in megabytes (`adapter_cache_mb`). A request copies the adapters it uses into the pipeline's LoRA
+slots (`lora_slots.SlotBank`), one slot per adapter a single picture uses at once (people plus a style). So a
+switch costs the same with 2 or 200 adapters in memory, no peft layer is ever created or deleted after the slots
+exist, the base weights are never touched, and a `torch.compile`d denoiser sees the same modules every time.
+Evicting an adapter (the LRU bound, a forgotten person) drops its tensors and zeroes any slot that holds it.
 """
 
 from __future__ import annotations
 
-import json
 import logging
 from collections import OrderedDict
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from safetensors import safe_open
+import torch
 
 from storage.files import sha256_file
+from trainer.serving.lora_slots import SlotBank
+from trainer.serving.lora_tensors import LoraTensors, UnsupportedLoraError, read_lora
 
 log = logging.getLogger(__name__)
-
-# LoRA config fields that change what the same tensors compute; hotswap needs them equal.
-_LAYOUT_CONFIG_FIELDS = ("r", "lora_alpha", "alpha_pattern", "rank_pattern", "use_rslora", "use_dora",
-                         "lora_dropout", "lora_bias", "target_modules")
 
 
 @dataclass(frozen=True)
@@ -52,164 +45,126 @@ class AdapterSource:
 
 
 class AdapterFileError(Exception):
-    """An adapter file that is missing, damaged, or not what its row says it is."""
+    """An adapter file that is missing, damaged, not what its row says it is, or of a kind we cannot serve."""
 
 
 @dataclass
 class CacheStats:
-    loads: int = 0  # fresh loads (peft injection)
-    hotswaps: int = 0  # loads into an evicted adapter's layers
-    hits: int = 0
+    reads: int = 0  # files read into memory
+    hits: int = 0  # adapters found in memory
     evictions: int = 0
-    deletions: int = 0  # delete_adapters calls
 
 
 @dataclass
-class _Slot:
-    name: str  # the adapter_name inside the pipeline
+class _Resident:
     source: AdapterSource
-    layout: str | None  # None: never hotswap into or out of this slot
+    tensors: LoraTensors
 
 
 @dataclass
 class AdapterCache:
     pipe: object
-    capacity: int
+    components: Mapping[str, torch.nn.Module]  # denoiser first, then text encoders, by pipeline attribute name
+    budget_mb: float
     denoiser_prefix: str = "unet"
-    hotswap: bool = True
+    compiled: bool = False
+    min_rank: int = 0
+    pin: bool = False
     stats: CacheStats = field(default_factory=CacheStats)
 
     def __post_init__(self) -> None:
-        if self.capacity < 1:
-            raise ValueError("the adapter cache needs room for at least one adapter")
-        self._slots: OrderedDict[str, _Slot] = OrderedDict()  # key -> slot, least recently used first
-        self._counter = 0
+        if self.budget_mb <= 0:
+            raise ValueError("the adapter cache needs a positive memory budget")
+        self._resident: OrderedDict[str, _Resident] = OrderedDict()  # least recently used first
+        self.slots = SlotBank(self.pipe, self.components, compiled=self.compiled, min_rank=self.min_rank)
 
     # Queries.
     def __contains__(self, key: str) -> bool:
-        return key in self._slots
+        return key in self._resident
 
     def __len__(self) -> int:
-        return len(self._slots)
+        return len(self._resident)
 
     def keys(self) -> list[str]:
-        """Cached keys, least recently used first."""
-        return list(self._slots)
+        """Keys in memory, least recently used first."""
+        return list(self._resident)
 
     def name_of(self, key: str) -> str:
-        return self._slots[key].name
+        """The slot (adapter name inside the pipeline) that holds `key` now."""
+        name = self.slots.slot_of(key)
+        if name is None:
+            raise KeyError(key)
+        return name
 
-    # Loading.
-    def ensure(self, sources: Sequence[AdapterSource]) -> list[str]:
-        """Make every source resident (most recently used now) and return their adapter names, in order.
+    @property
+    def resident_bytes(self) -> int:
+        return sum(entry.tensors.nbytes for entry in self._resident.values())
 
-        Adapters needed by this call are never evicted by it; if one request needs more adapters than the cache
-        holds, the cache stays over its bound until the next call trims it.
+    def cached_adapter_ids(self) -> list[int]:
+        return [e.source.adapter_id for e in self._resident.values() if e.source.adapter_id is not None]
+
+    # Use.
+    def use(self, uses: Sequence[tuple[AdapterSource, float]]) -> list[str]:
+        """Make exactly these adapters active with these weights, in this order; [] is the base model.
+
+        Returns the slot names. Adapters this call needs are never evicted by it; if they alone exceed the budget,
+        the cache stays over it until a later call trims it.
         """
-        needed = {source.key for source in sources}
-        names = []
-        for source in sources:
-            slot = self._slots.get(source.key)
-            if slot is not None:
-                self._slots.move_to_end(source.key)
-                self.stats.hits += 1
-            else:
-                slot = self._load(source, protected=needed)
-            names.append(slot.name)
+        needed = {source.key for source, _ in uses}
+        placed = [(source.key, self._tensors(source), float(weight)) for source, weight in uses]
+        names = self.slots.place(placed)
         self._trim(protected=needed)
         return names
 
-    def _load(self, source: AdapterSource, protected: set[str]) -> _Slot:
+    def _tensors(self, source: AdapterSource) -> LoraTensors:
+        entry = self._resident.get(source.key)
+        if entry is not None:
+            self._resident.move_to_end(source.key)
+            self.stats.hits += 1
+            return entry.tensors
         _verify(source)
-        layout = lora_layout(source.path, self.denoiser_prefix) if self.hotswap else None
-        if len(self._slots) >= self.capacity:
-            victim_key = self._least_recent(protected)
-            if victim_key is not None:
-                victim = self._slots[victim_key]
-                if layout is not None and victim.layout == layout:
-                    return self._hotswap_into(victim_key, source, layout)
-                self.evict(victim_key)
-        self._counter += 1
-        name = f"lk{self._counter}"
-        self._load_weights(source.path, name, hotswap=False)
-        self.stats.loads += 1
-        slot = _Slot(name, source, layout)
-        self._slots[source.key] = slot
-        return slot
-
-    def _hotswap_into(self, victim_key: str, source: AdapterSource, layout: str) -> _Slot:
-        victim = self._slots.pop(victim_key)
-        self.stats.evictions += 1
         try:
-            self._load_weights(source.path, victim.name, hotswap=True)
-        except Exception as error:  # a half-copied adapter must not survive under any name
-            log.warning("hotswap into %s failed (%s); loading %s fresh", victim.name, error, source.key)
-            self._delete(victim.name)
-            self._counter += 1
-            victim = _Slot(f"lk{self._counter}", source, layout)
-            self._load_weights(source.path, victim.name, hotswap=False)
-            self.stats.loads += 1
-        else:
-            self.stats.hotswaps += 1
-        slot = _Slot(victim.name, source, layout)
-        self._slots[source.key] = slot
-        return slot
-
-    def _load_weights(self, path: Path, name: str, hotswap: bool) -> None:
-        path = Path(path)
-        self.pipe.load_lora_weights(str(path.parent), weight_name=path.name, adapter_name=name, hotswap=hotswap)
-
-    # Activation.
-    def activate(self, names: Sequence[str], weights: Sequence[float]) -> None:
-        """Compose exactly these adapters with these weights; an empty list turns LoRA off (the base model)."""
-        if not names:
-            if self._slots:
-                self.pipe.disable_lora()
-            return
-        self.pipe.enable_lora()
-        self.pipe.set_adapters(list(names), adapter_weights=[float(w) for w in weights])
+            tensors = read_lora(self.pipe, source.path, self.denoiser_prefix, pin=self.pin)
+        except UnsupportedLoraError as error:
+            raise AdapterFileError(f"{source.key}: {error}") from None
+        except (OSError, ValueError, KeyError) as error:  # a damaged or foreign file
+            raise AdapterFileError(f"{source.key}: cannot be read as a LoRA file ({error})") from None
+        self._resident[source.key] = _Resident(source, tensors)
+        self.stats.reads += 1
+        return tensors
 
     # Eviction.
     def evict(self, key: str) -> bool:
-        slot = self._slots.pop(key, None)
-        if slot is None:
+        entry = self._resident.pop(key, None)
+        self.slots.drop(key)
+        if entry is None:
             return False
-        self._delete(slot.name)
         self.stats.evictions += 1
         return True
 
     def evict_missing(self, existing_adapter_ids: Iterable[int],
                       existing_style_keys: Iterable[str] | None = None) -> list[str]:
-        """Drop cached adapters whose adapter row is gone (a forgotten user, a deleted subject) and, when
+        """Drop adapters whose adapter row is gone (a forgotten user, a deleted subject) and, when
         `existing_style_keys` is given, styles whose key is no longer current. Returns the evicted keys."""
         adapter_ids = set(existing_adapter_ids)
         style_keys = None if existing_style_keys is None else set(existing_style_keys)
         gone = [
-            key for key, slot in self._slots.items()
-            if (slot.source.adapter_id is not None and slot.source.adapter_id not in adapter_ids)
-            or (slot.source.style_id is not None and style_keys is not None and key not in style_keys)
+            key for key, entry in self._resident.items()
+            if (entry.source.adapter_id is not None and entry.source.adapter_id not in adapter_ids)
+            or (entry.source.style_id is not None and style_keys is not None and key not in style_keys)
         ]
         for key in gone:
             self.evict(key)
         return gone
 
-    def cached_adapter_ids(self) -> list[int]:
-        return [s.source.adapter_id for s in self._slots.values() if s.source.adapter_id is not None]
-
     def clear(self) -> None:
-        for key in list(self._slots):
+        for key in list(self._resident):
             self.evict(key)
 
-    def _delete(self, name: str) -> None:
-        self.pipe.delete_adapters([name])
-        self.stats.deletions += 1
-
-    def _least_recent(self, protected: set[str]) -> str | None:
-        return next((key for key in self._slots if key not in protected), None)
-
     def _trim(self, protected: set[str]) -> None:
-        while len(self._slots) > self.capacity:
-            victim = self._least_recent(protected)
+        budget = self.budget_mb * 2**20
+        while self.resident_bytes > budget:
+            victim = next((key for key in self._resident if key not in protected), None)
             if victim is None:
                 return
             self.evict(victim)
@@ -220,25 +175,3 @@ def _verify(source: AdapterSource) -> None:
         raise AdapterFileError(f"{source.key}: file missing")
     if source.sha256 is not None and sha256_file(source.path) != source.sha256:
         raise AdapterFileError(f"{source.key}: sha256 does not match its row")
-
-
-def lora_layout(path: Path, denoiser_prefix: str) -> str | None:
-    """A fingerprint of what a LoRA file's tensors mean (keys, shapes, rank/alpha config), or None when the file
-    cannot be hotswapped: text-encoder weights, kohya alpha tensors, or no peft config in its metadata."""
-    with safe_open(str(path), framework="pt", device="cpu") as handle:
-        keys = sorted(handle.keys())
-        metadata = handle.metadata() or {}
-        if any(not key.startswith(denoiser_prefix + ".") or key.endswith(".alpha") for key in keys):
-            return None
-        shapes = [(key, list(handle.get_slice(key).get_shape())) for key in keys]
-    raw = metadata.get("lora_adapter_metadata")
-    if not raw:
-        return None
-    try:
-        config = json.loads(raw)
-    except ValueError:
-        return None
-    wanted = {f"{denoiser_prefix}.{name}": config.get(f"{denoiser_prefix}.{name}") for name in _LAYOUT_CONFIG_FIELDS}
-    if isinstance(wanted.get(f"{denoiser_prefix}.target_modules"), list):
-        wanted[f"{denoiser_prefix}.target_modules"] = sorted(wanted[f"{denoiser_prefix}.target_modules"])
-    return json.dumps([shapes, wanted], sort_keys=True)

@@ -27,7 +27,7 @@ from trainer.serving.safety import blocked_message
 from trainer.serving.server import GenerationServer
 from trainer.serving.sheets import make_contact_sheet, make_grid
 from trainer.training.memory import is_out_of_memory
-from trainer.worker import JobContext, JobError, JobOutcome
+from trainer.job_api import JobContext, JobError, JobOutcome
 
 log = logging.getLogger(__name__)
 
@@ -38,6 +38,7 @@ OUT_OF_MEMORY = "The GPU ran out of memory making this picture; try a smaller as
 DISK_FULL = "The server's disk is full, so the picture could not be saved; the host needs to free some space."
 MODEL_UNAVAILABLE = "The worker could not load its base model; the host should check LIKENESS_MODEL_PATH."
 BAD_PAYLOAD = "This generation job is malformed; make the picture again with /imagine."
+CONSENT_STOP = "consent"
 
 
 def generation_server(worker) -> GenerationServer:
@@ -62,8 +63,10 @@ def run_generation_job(ctx: JobContext) -> JobOutcome:
     if word is not None:
         raise JobError(blocked_message(word))
     try:
-        images, warnings = _render(ctx, server, plan)
+        images, warnings = _render(ctx, server, plan, _stop_reason_with_consent(ctx, gen))
     except RenderStopped as stop:
+        if stop.reason == CONSENT_STOP:
+            raise ConsentRevoked() from None
         return JobOutcome("cancelled") if stop.reason == "cancel" else JobOutcome("released", error="paused")
     total = estimated_steps(plan)
     ctx.lease.report(step=total, total=total, message="Saving")
@@ -77,13 +80,26 @@ def run_generation_job(ctx: JobContext) -> JobOutcome:
     return _publish(ctx, gen, plan, files, warnings)
 
 
-def _render(ctx: JobContext, server: GenerationServer, plan: RenderPlan) -> tuple[list[RenderedImage], list[str]]:
+def _stop_reason_with_consent(ctx: JobContext, gen: Generation):
+    """The job's stop reason, or CONSENT_STOP once someone in the picture is no longer usable (an unshare or a
+    deletion mid-render): checked before every denoising step, so the render stops within one step, as cancel."""
+    def stop_reason() -> str | None:
+        reason = ctx.stop_reason()
+        if reason is None and not _people_still_usable(ctx.conn, gen):
+            return CONSENT_STOP
+        return reason
+
+    return stop_reason
+
+
+def _render(ctx: JobContext, server: GenerationServer, plan: RenderPlan,
+            stop_reason) -> tuple[list[RenderedImage], list[str]]:
     try:
         runtime = server.runtime(plan.family)
     except (OSError, ValueError) as error:
         log.error("could not load the %s base model: %s", plan.family, error)
         raise JobError(MODEL_UNAVAILABLE) from None
-    progress = RenderProgress(ctx.lease.report, ctx.stop_reason, estimated_steps(plan))
+    progress = RenderProgress(ctx.lease.report, stop_reason, estimated_steps(plan))
     try:
         rendered = Renderer(plan, runtime, progress, ctx.store, server.model_label(plan.family)).render()
     except AdapterFileError as error:
@@ -165,12 +181,16 @@ def _publish(ctx: JobContext, gen: Generation, plan: RenderPlan, files: OutputFi
     return JobOutcome("succeeded", result=result)
 
 
-def _check_people_still_usable(conn: sqlite3.Connection, gen: Generation) -> None:
+def _people_still_usable(conn: sqlite3.Connection, gen: Generation) -> bool:
     if not consent.may_use_all(conn, gen.user_id, gen.guild_id, gen.subject_ids):
+        return False
+    return all(adapters.get_adapter(conn, entry.get("adapter_id")) is not None
+               for entry in gen.adapters if entry.get("kind") == "subject")
+
+
+def _check_people_still_usable(conn: sqlite3.Connection, gen: Generation) -> None:
+    if not _people_still_usable(conn, gen):
         raise ConsentRevoked()
-    for entry in gen.adapters:
-        if entry.get("kind") == "subject" and adapters.get_adapter(conn, entry.get("adapter_id")) is None:
-            raise ConsentRevoked()
 
 
 def _remove(store: FileStore, plan: RenderPlan) -> None:

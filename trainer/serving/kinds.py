@@ -15,12 +15,14 @@ from dataclasses import dataclass, field
 from PIL import Image, UnidentifiedImageError
 
 from storage.files import FileStore, UnsafePathError
+from storage.lora_hash import lora_hash_of_stored
+from trainer.serving.adapter_cache import AdapterSource
 from trainer.serving.cards import make_card
 from trainer.serving.multi_person import REFINE_STRENGTH, distinct_people, refine_faces
-from trainer.serving.pngmeta import ImageParameters, LoraUse
+from trainer.serving.pngmeta import SEED_RANGE, ImageParameters, LoraUse
 from trainer.serving.requests import RenderPlan, img2img_steps
 from trainer.serving.server import FamilyRuntime, Sampling
-from trainer.worker import JobError
+from trainer.job_api import JobError
 
 CARD_LONG_SIDE = 1600
 HEADSHOT_LABEL_CHARS = 40
@@ -172,7 +174,7 @@ class Renderer:
         return image
 
     def _seed(self, index: int) -> int:
-        return (self.plan.seed + index) % 2**63
+        return (self.plan.seed + index) % SEED_RANGE
 
     def _source_image(self) -> Image.Image:
         try:
@@ -183,8 +185,8 @@ class Renderer:
             raise JobError("The picture this one starts from is missing or damaged; try /imagine instead.") from None
 
     def _parameters(self, sampling: Sampling, extra: dict | None = None) -> ImageParameters:
-        loras = [LoraUse(p.trigger, p.weight, p.source.sha256 or "") for p in self.plan.people]
-        loras += [LoraUse(s.name, s.weight, s.source.sha256 or "") for s in self.plan.styles]
+        loras = [LoraUse(p.trigger, p.weight, _lora_hash(p.source)) for p in self.plan.people]
+        loras += [LoraUse(s.name, s.weight, _lora_hash(s.source)) for s in self.plan.styles]
         fields = dict(extra or {})
         if len(distinct_people(self.plan.people)) >= 2:
             fields["Face refine"] = f"per person, strength {REFINE_STRENGTH:g}"
@@ -194,6 +196,14 @@ class Renderer:
             sampler=self.sampler_label, cfg_scale=sampling.guidance, seed=sampling.seed, width=sampling.width,
             height=sampling.height, model=self.model_label, loras=loras, extra=fields,
         )
+
+
+def _lora_hash(source: AdapterSource) -> str:
+    """A1111's hash of the adapter's weights for PNG metadata; "" (left out) when its file cannot be read."""
+    try:
+        return lora_hash_of_stored(source.path, source.sha256)
+    except (OSError, ValueError):
+        return ""
 
 
 def headshot_label(prompt: str, plan: RenderPlan) -> str:

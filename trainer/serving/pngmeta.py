@@ -4,10 +4,15 @@ Layout, as the AUTOMATIC1111 web UI writes it:
 
     <prompt, with a <lora:name:weight> tag per adapter>
     Negative prompt: <negative prompt>
-    Steps: 30, Sampler: DPM++ 2M, CFG scale: 7.5, Seed: 42, Size: 512x512, Model: sd15, Lora hashes: "rraj: 01234567"
+    Steps: 30, Sampler: PLMS, CFG scale: 7.5, Seed: 42, Size: 512x512, Model: sd15, Lora hashes: "rraj: 0123456789ab",
+    Hashes: {"lora:rraj": "0123456789ab"}, Version: likeness
 
-Values that contain a comma, colon or newline are JSON-quoted, as A1111 does. Pillow writes the chunk as tEXt, or
-as iTXt when the text is not Latin-1 (A1111 does the same through `PngInfo.add_text`).
+The fields always come in that order (extras such as `Denoising strength` between `Model` and `Lora hashes`, in
+FIELD_ORDER's order), so the same picture always gets the same text. Sampler names are A1111's own (see
+trainer/serving/schedulers.py); seeds are 32-bit unsigned; LoRA hashes are A1111's short hash of the tensor data
+(storage/lora_hash.py). `Hashes` is the JSON object Civitai's uploader and sd-parsers read. Values that contain a
+comma, colon or newline are JSON-quoted, as A1111 does. Pillow writes the chunk as tEXt, or as iTXt when the text
+is not Latin-1 (A1111 does the same through `PngInfo.add_text`).
 """
 
 from __future__ import annotations
@@ -20,8 +25,13 @@ from dataclasses import dataclass, field
 
 from PIL import Image, PngImagePlugin
 
+from storage.lora_hash import short_lora_hash
+
 PARAMETERS_KEY = "parameters"
-_PARAM = re.compile(r'\s*(\w[\w \-/]+):\s*("(?:\\.|[^\\"])+"|[^,]*)(?:,|$)')
+SEED_RANGE = 2**32  # A1111 seeds are 32-bit unsigned
+# Extras in the order A1111 writes them; any other extra follows, by name.
+FIELD_ORDER = ("Denoising strength", "Hires upscale", "Hires upscaler", "Face refine", "Card layout")
+_PARAM = re.compile(r'\s*(\w[\w \-/]+):\s*(\{[^{}]*\}|"(?:\\.|[^\\"])+"|[^,]*)(?:,|$)')
 _LORA_TAG_NAME = re.compile(r"[^A-Za-z0-9_.-]+")
 
 
@@ -29,7 +39,7 @@ _LORA_TAG_NAME = re.compile(r"[^A-Za-z0-9_.-]+")
 class LoraUse:
     name: str  # a trigger word or a style name
     weight: float
-    sha256: str
+    lora_hash: str  # storage.lora_hash.lora_hash of its file; "" when unknown
 
 
 @dataclass(frozen=True)
@@ -58,20 +68,31 @@ def _number(value: float) -> str:
     return f"{value:g}"
 
 
+def _tag_name(name: str) -> str:
+    return _LORA_TAG_NAME.sub("_", name)
+
+
+def _ordered_extras(extra: Mapping[str, str | float | int]) -> list[tuple[str, object]]:
+    known = [key for key in FIELD_ORDER if key in extra]
+    others = sorted(key for key in extra if key not in FIELD_ORDER)
+    return [(key, _number(extra[key]) if isinstance(extra[key], float) else extra[key]) for key in known + others]
+
+
 def format_parameters(p: ImageParameters) -> str:
-    tags = " ".join(f"<lora:{_LORA_TAG_NAME.sub('_', l.name)}:{_number(l.weight)}>" for l in p.loras)
+    tags = " ".join(f"<lora:{_tag_name(l.name)}:{_number(l.weight)}>" for l in p.loras)
     lines = [f"{p.prompt} {tags}".strip() if tags else p.prompt]
     if p.negative_prompt:
         lines.append(f"Negative prompt: {p.negative_prompt}")
-    fields: dict[str, object] = {
-        "Steps": p.steps, "Sampler": p.sampler, "CFG scale": _number(p.cfg_scale), "Seed": p.seed,
-        "Size": f"{p.width}x{p.height}", "Model": p.model,
-    }
-    fields.update({k: _number(v) if isinstance(v, float) else v for k, v in p.extra.items()})
-    if p.loras:
-        fields["Lora hashes"] = ", ".join(f"{_LORA_TAG_NAME.sub('_', l.name)}: {l.sha256[:12]}" for l in p.loras)
-    fields["Version"] = "likeness"
-    lines.append(", ".join(f"{key}: {quote(value)}" for key, value in fields.items()))
+    fields: list[tuple[str, object]] = [
+        ("Steps", p.steps), ("Sampler", p.sampler), ("CFG scale", _number(p.cfg_scale)), ("Seed", p.seed),
+        ("Size", f"{p.width}x{p.height}"), ("Model", p.model), *_ordered_extras(p.extra),
+    ]
+    hashed = [(_tag_name(l.name), short_lora_hash(l.lora_hash)) for l in p.loras if l.lora_hash]
+    text = ", ".join(f"{key}: {quote(value)}" for key, value in fields)
+    if hashed:
+        text += ", Lora hashes: " + quote(", ".join(f"{name}: {short}" for name, short in hashed))
+        text += ", Hashes: " + json.dumps({f"lora:{name}": short for name, short in hashed}, ensure_ascii=False)
+    lines.append(text + ", Version: likeness")
     return "\n".join(lines)
 
 

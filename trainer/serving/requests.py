@@ -18,9 +18,10 @@ from storage.files import FileStore, UnsafePathError
 from storage.generations import Generation
 from trainer.families import family_spec
 from trainer.serving.adapter_cache import AdapterSource
+from trainer.serving.pngmeta import SEED_RANGE
 from trainer.serving.schedulers import SAMPLER_LABELS
 from trainer.serving.server import Sampling
-from trainer.worker import JobError
+from trainer.job_api import JobError
 
 KINDS = ("imagine", "reroll", "variation", "upscale", "headshots", "card")
 CONSENT_MESSAGE = (
@@ -212,7 +213,7 @@ def build_plan(conn: sqlite3.Connection, store: FileStore, gen: Generation, fami
     width, height = _size(params, family)
     values: dict[str, Any] = dict(
         generation_id=gen.id, user_id=gen.user_id, kind=gen.kind, family=family, prompt=gen.prompt,
-        negative_prompt=gen.negative_prompt, seed=int(gen.seed) % 2**63, width=width, height=height,
+        negative_prompt=gen.negative_prompt, seed=int(gen.seed) % SEED_RANGE, width=width, height=height,
         steps=_number(params, "steps", 1, 150, whole=True), guidance=_number(params, "guidance", 0.0, 30.0),
         scheduler=_scheduler(params), count=_number(params, "count", 1, MAX_COUNT, default=1, whole=True),
         people=people, styles=tuple(styles), warnings=tuple(warnings),

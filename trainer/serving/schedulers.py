@@ -1,5 +1,9 @@
 """Sampler names (as users and A1111 know them) mapped onto diffusers' scheduler classes.
 
+Users choose by our names (DDIM, PNDM, Euler, Euler a, DPM++ 2M); PNG metadata gets A1111's own names
+(A1111_SAMPLER_NAMES): diffusers' PNDM as the SD pipelines configure it (skip_prk_steps) is the pseudo linear
+multistep method A1111 calls PLMS, and FLUX's flow-matching Euler is what A1111-style UIs (Forge) call Euler.
+
 Every scheduler is built with `from_config` from the base model's own scheduler config, so timestep spacing, beta
 schedule and prediction type stay those the model was trained with. FLUX is a flow-matching model: diffusers'
 DDIM/PNDM/Euler/DPM++ classes assume a noise-prediction schedule, so every name maps to its
@@ -28,9 +32,11 @@ SCHEDULER_CLASSES: dict[str, type] = {
     "euler_a": EulerAncestralDiscreteScheduler,
     "dpmpp_2m": DPMSolverMultistepScheduler,
 }
-# The names A1111 writes in its `Sampler:` field.
+# The names users choose by.
 SAMPLER_LABELS = {"ddim": "DDIM", "pndm": "PNDM", "euler": "Euler", "euler_a": "Euler a", "dpmpp_2m": "DPM++ 2M"}
-FLOW_MATCHING_LABEL = "Euler (flow matching)"
+# The names A1111 writes in its `Sampler:` field, for each of ours.
+A1111_SAMPLER_NAMES = {"ddim": "DDIM", "pndm": "PLMS", "euler": "Euler", "euler_a": "Euler a", "dpmpp_2m": "DPM++ 2M"}
+FLOW_MATCHING_LABEL = "Euler"
 
 
 class UnknownSchedulerError(ValueError):
@@ -40,12 +46,13 @@ class UnknownSchedulerError(ValueError):
 @dataclass(frozen=True)
 class SchedulerChoice:
     name: str  # what was asked for
-    label: str  # what was used, as written into PNG metadata
+    label: str  # what was used, by A1111's name, as written into PNG metadata
     warning: str | None = None
 
 
-def choose_scheduler(name: str | None, family_base: str) -> SchedulerChoice:
-    """Validate a scheduler name for a family ("sd15", "sdxl" or "flux"); None keeps the pipeline's default."""
+def choose_scheduler(name: str | None, family_base: str, base_config: Any = None) -> SchedulerChoice:
+    """Validate a scheduler name for a family ("sd15", "sdxl" or "flux"); None keeps the pipeline's default
+    (`base_config`, the model's scheduler config, names it in the label)."""
     if name is not None and name not in SCHEDULER_CLASSES:
         choices = ", ".join(SAMPLER_LABELS.values())
         raise UnknownSchedulerError(f"The scheduler {name!r} is not one this worker knows; choose one of {choices}.")
@@ -56,8 +63,14 @@ def choose_scheduler(name: str | None, family_base: str) -> SchedulerChoice:
                        "was not used.")
         return SchedulerChoice(name or "euler", FLOW_MATCHING_LABEL, warning)
     if name is None:
-        return SchedulerChoice("default", "default")
-    return SchedulerChoice(name, SAMPLER_LABELS[name])
+        return SchedulerChoice("default", default_label(base_config) if base_config else "default")
+    return SchedulerChoice(name, A1111_SAMPLER_NAMES[name])
+
+
+def default_label(base_config: Any) -> str:
+    """A1111's name for the scheduler a model's config names (PLMS for SD 1.5's PNDMScheduler)."""
+    by_class = {cls: A1111_SAMPLER_NAMES[name] for name, cls in SCHEDULER_CLASSES.items()}
+    return by_class.get(_default_class(base_config), base_config.get("_class_name", "default"))
 
 
 def build_scheduler(choice: SchedulerChoice, base_config: Any, family_base: str):

@@ -5,8 +5,9 @@ Memory policy:
   CPU; NF4 denoiser and T5 where the family trains in NF4 and a GPU is present, or as configured).
 - img2img (variations, upscale, face refine) runs on pipelines built with `AutoPipelineForImage2Image.from_pipe`
   from the same components: no second copy of any weight.
-- Adapters live in an `AdapterCache` bounded by `settings.adapter_cache_size`; switching is `set_adapters`, never
-  a reload of the base model.
+- Adapters wait in memory as plain tensors in an `AdapterCache` bounded by `settings.adapter_cache_mb`; a switch
+  copies them into a fixed set of LoRA slots on the resident pipeline, never a reload of the base model.
+- `settings.serving_compile` (auto: on CUDA only) compiles the denoiser once; slot switches never recompile it.
 - The server lives in `worker.resources` for the life of the worker process and is closed with it.
 """
 
@@ -25,6 +26,7 @@ from PIL import Image
 from trainer.families import get_family
 from trainer.families.base import ModelFamily, inference_device, inference_dtype
 from trainer.serving.adapter_cache import AdapterCache, AdapterSource
+from trainer.serving.lora_tensors import TEXT_ENCODERS
 from trainer.serving.safety import NsfwFilter
 from trainer.serving.schedulers import SchedulerChoice, build_scheduler, choose_scheduler
 from trainer.training.memory import free_memory
@@ -51,11 +53,18 @@ class Sampling:
 class FamilyRuntime:
     """A resident base pipeline, its adapter cache, and the img2img/inpaint views of the same weights."""
 
-    def __init__(self, family: ModelFamily, pipe, device: torch.device, cache_size: int, hotswap: bool = True):
+    def __init__(self, family: ModelFamily, pipe, device: torch.device, cache_mb: float, compile: bool = False,
+                 min_rank: int = 0):
         self.family = family
         self.pipe = pipe
         self.device = device
-        self.adapters = AdapterCache(pipe, cache_size, denoiser_prefix=family.denoiser_name, hotswap=hotswap)
+        components = {family.denoiser_name: family.denoiser(pipe)}
+        components.update({name: getattr(pipe, name) for name in TEXT_ENCODERS if getattr(pipe, name, None) is not None})
+        self.compiled = compile
+        if compile:  # compiled once, before any slot exists; hotswapped slots never recompile it
+            components[family.denoiser_name].compile()
+        self.adapters = AdapterCache(pipe, components, cache_mb, denoiser_prefix=family.denoiser_name,
+                                     compiled=compile, min_rank=min_rank, pin=device.type == "cuda")
         self._scheduler_config = dict(pipe.scheduler.config)
         self._img2img = None
         self._inpaint = None
@@ -79,19 +88,17 @@ class FamilyRuntime:
 
     # Adapters.
     def use_adapters(self, uses: Sequence[tuple[AdapterSource, float]]) -> list[str]:
-        """Load (or find) these adapters and make exactly them active with these weights; [] = base model."""
-        names = self.adapters.ensure([source for source, _ in uses])
-        self.adapters.activate(names, [weight for _, weight in uses])
-        return names
+        """Copy these adapters into LoRA slots and make exactly them active with these weights; [] = base model.
+        Returns the slot names, in the order given."""
+        return self.adapters.use(uses)
 
     def active_adapters(self) -> list[str]:
-        if not len(self.adapters):
-            return []
-        return list(self.pipe.get_active_adapters())
+        """The active slots (compiled: every slot, unused ones zeroed)."""
+        return self.adapters.slots.active()
 
     # Calls.
     def scheduler_choice(self, name: str | None) -> SchedulerChoice:
-        return choose_scheduler(name, self.base)
+        return choose_scheduler(name, self.base, self._scheduler_config)
 
     def text2img(self, sampling: Sampling, on_step: StepHook | None = None) -> Image.Image:
         return self._call(self.pipe, sampling, on_step)
@@ -138,14 +145,19 @@ def _step_callback(on_step: StepHook):
     return callback
 
 
+def _compile_wanted(setting: str, device: torch.device) -> bool:
+    """auto: compile where it pays (CUDA); on a CPU the compile takes longer than the renders it speeds up."""
+    return setting == "on" or (setting == "auto" and device.type == "cuda")
+
+
 class GenerationServer:
     """Resident pipelines by family; the worker keeps one in `worker.resources` for its whole life."""
 
-    def __init__(self, settings, *, device: str | torch.device | None = None, hotswap: bool = True):
+    def __init__(self, settings, *, device: str | torch.device | None = None, compile: bool | None = None):
         self.settings = settings
         self.device = torch.device(device) if device is not None else inference_device(settings.device)
-        self.cache_size = settings.adapter_cache_size
-        self.hotswap = hotswap
+        self.cache_mb = settings.adapter_cache_mb
+        self.compile = compile if compile is not None else _compile_wanted(settings.serving_compile, self.device)
         self.pipeline_loads = 0
         self._runtimes: dict[str, FamilyRuntime] = {}
         self._nsfw: NsfwFilter | None | bool = False  # False: not looked for yet
@@ -167,7 +179,8 @@ class GenerationServer:
         log.info("loading %s for generation on %s (%s%s)", name, self.device, dtype, ", NF4" if nf4 else "")
         pipe = family.load_pipeline(path, self.device, dtype, quantize_nf4=nf4)
         self.pipeline_loads += 1
-        return FamilyRuntime(family, pipe, self.device, self.cache_size, hotswap=self.hotswap)
+        return FamilyRuntime(family, pipe, self.device, self.cache_mb, compile=self.compile,
+                             min_rank=self.settings.lora_slot_rank)
 
     def _use_nf4(self, family: ModelFamily) -> bool:
         configured = self.settings.generation_nf4

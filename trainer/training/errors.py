@@ -6,7 +6,7 @@ from __future__ import annotations
 class TrainingError(Exception):
     """A job that cannot finish, explained for the person who asked for it.
 
-    Codes: bad_photo, out_of_memory, model_unavailable, nf4_needs_gpu, no_gpu, diverged.
+    Codes: bad_photo, out_of_memory, model_unavailable, nf4_needs_gpu, no_gpu, diverged, dependency_version.
     """
 
     def __init__(self, code: str, message: str, suggestion: str = ""):

@@ -3,6 +3,11 @@
 The diffusers file is produced by the pipeline class's own `save_lora_weights` (into a staging
 folder), then rewritten atomically with our metadata added next to diffusers' own
 `lora_adapter_metadata` (the LoraConfig that `load_lora_weights` reads back).
+
+safetensors writes its `__metadata__` in a random order (a Rust HashMap; safetensors issue #584), so the same
+weights and metadata gave a different file, and a different whole-file SHA-256, on every run. Both files are
+therefore written with the metadata keys sorted (the fix proposed upstream in safetensors PR #790). The LoRA hash
+that UIs show covers only the tensor data (storage/lora_hash.py), which never depended on the header.
 """
 
 from __future__ import annotations
@@ -10,15 +15,18 @@ from __future__ import annotations
 import json
 import shutil
 import tempfile
+from collections import Counter
 from pathlib import Path
 
 import torch
 from safetensors import safe_open
-from safetensors.torch import save_file
+from safetensors.torch import save
+
+from storage.lora_hash import HEADER_LENGTH_BYTES
 
 from trainer.families.base import ModelFamily
 from trainer.training.atomic_files import write_atomically
-from trainer.training.config import TrainConfig
+from trainer.training.config import TrainConfig, instance_prompt_for, subject_prompt_for
 
 ADAPTER_FILE = "pytorch_lora_weights.safetensors"  # diffusers' LORA_WEIGHT_NAME_SAFE
 KOHYA_FILE = "lora_kohya.safetensors"
@@ -35,6 +43,9 @@ def adapter_metadata(config: TrainConfig, family: ModelFamily, steps_done: int, 
         "architecture": family.spec.base,
         "triggers": config.triggers(),
         "class_nouns": [s.class_noun for s in config.subjects],
+        "output_name": "likeness-" + "-".join(config.triggers()),
+        "num_train_images": sum(len(s.photos) for s in config.subjects),
+        "tag_frequency": tag_frequency(config),
         "rank": config.rank,
         "alpha": config.alpha,
         "target_modules": list(config.target_modules),
@@ -52,6 +63,24 @@ def adapter_metadata(config: TrainConfig, family: ModelFamily, steps_done: int, 
     }
 
 
+def tag_frequency(config: TrainConfig) -> dict[str, dict[str, int]]:
+    """kohya's `ss_tag_frequency`: per subject (kohya's image folder, named "1_<trigger> <class>"), how many training
+    captions carry each comma-separated tag. The trigger and class noun are tags of every photo, so UIs that list
+    a LoRA's training tags (A1111's, Civitai's) show the trigger."""
+    frequency = {}
+    for subject in config.subjects:
+        counts: Counter[str] = Counter()
+        for photo in subject.photos:
+            tags = [subject.trigger, subject.class_noun]
+            for part in instance_prompt_for(subject, photo).split(","):
+                tag = " ".join(part.split())
+                if tag and tag != subject_prompt_for(subject) and tag not in tags:
+                    tags.append(tag)
+            counts.update(tags)
+        frequency[f"1_{subject.trigger} {subject.class_noun}"] = dict(counts)
+    return frequency
+
+
 def safetensors_metadata(metadata: dict) -> dict[str, str]:
     """Strings for the safetensors header, plus the kohya `ss_*` keys that UIs display."""
     header = {key: value if isinstance(value, str) else json.dumps(value) for key, value in metadata.items()}
@@ -64,6 +93,11 @@ def safetensors_metadata(metadata: dict) -> dict[str, str]:
         "ss_seed": str(metadata["seed"]),
         "ss_base_model_version": _KOHYA_BASE_VERSION[metadata["architecture"]],
         "ss_sd_model_name": metadata["base_model"],
+        "ss_output_name": metadata["output_name"],
+        "ss_num_train_images": str(metadata["num_train_images"]),
+        "ss_num_reg_images": str(metadata["num_class_images"]),
+        "ss_learning_rate": str(metadata["learning_rate"]),
+        "ss_tag_frequency": json.dumps(metadata["tag_frequency"], ensure_ascii=False),
     })
     return header
 
@@ -82,13 +116,29 @@ def export_adapter(family: ModelFamily, output_dir: Path, layers: dict[str, dict
     finally:
         shutil.rmtree(staging, ignore_errors=True)
     adapter_path = write_atomically(
-        output_dir / ADAPTER_FILE, lambda temp: save_file(tensors, temp, metadata={**diffusers_header, **header})
+        output_dir / ADAPTER_FILE, lambda temp: save_sorted(tensors, temp, {**diffusers_header, **header})
     )
     kohya = family.kohya_state_dict(layers, alpha)
     if kohya is None:
         return adapter_path, None, f"unavailable: {family.kohya_unavailable_reason}"
-    kohya_path = write_atomically(output_dir / KOHYA_FILE, lambda temp: save_file(kohya, temp, metadata=header))
+    kohya_path = write_atomically(output_dir / KOHYA_FILE, lambda temp: save_sorted(kohya, temp, header))
     return adapter_path, kohya_path, "written"
+
+
+def save_sorted(tensors: dict[str, torch.Tensor], path: Path, metadata: dict[str, str]) -> None:
+    """safetensors' own serialisation, with the header's `__metadata__` keys put in sorted order: the same tensors
+    and metadata always give the same bytes. The tensor data and its offsets are left exactly as written."""
+    data = save(tensors, metadata=metadata)
+    header_end = HEADER_LENGTH_BYTES + int.from_bytes(data[:HEADER_LENGTH_BYTES], "little")
+    header = json.loads(data[HEADER_LENGTH_BYTES:header_end])
+    if "__metadata__" in header:
+        header = {"__metadata__": dict(sorted(header.pop("__metadata__").items())), **header}
+    text = json.dumps(header, separators=(",", ":"), ensure_ascii=False).encode()
+    text += b" " * (-len(text) % 8)  # safetensors pads the header to 8 bytes with spaces
+    with open(path, "wb") as handle:
+        handle.write(len(text).to_bytes(HEADER_LENGTH_BYTES, "little"))
+        handle.write(text)
+        handle.write(memoryview(data)[header_end:])
 
 
 def _read_safetensors(path: Path) -> tuple[dict[str, torch.Tensor], dict[str, str]]:

@@ -44,6 +44,7 @@ from trainer.training.memory import (
     resolve_weight_dtype,
 )
 from trainer.training.preview import PreviewRenderer
+from trainer.versions import dependency_problem
 
 __all__ = ["TrainHooks", "TrainProgress", "TrainResult", "TrainingError", "train_adapter"]
 
@@ -190,7 +191,9 @@ def _add_adapters(family: ModelFamily, config: TrainConfig, pipe) -> dict[str, t
                           target_modules=list(targets))
         try:
             module.add_adapter(lora)
-        except ValueError as error:
+        except (ValueError, ImportError) as error:
+            if problem := dependency_problem(error):
+                raise TrainingError("dependency_version", problem) from error
             raise TrainingError("bad_target_modules", f"LoRA targets {list(targets)} do not fit the {name}: {error}",
                                 "Use the family's default target_modules.") from error
         if config.gradient_checkpointing:

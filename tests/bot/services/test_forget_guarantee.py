@@ -12,7 +12,7 @@ from storage import jobs
 from storage.forget import sweep_forgotten
 from tests.bot.services.conftest import requester
 from tests.corpus import astronaut_jpeg, camera_jpeg
-from trainer.worker import Worker
+from trainer.__main__ import build_worker
 
 ALICE, BOB = 700000000000000001, 700000000000000002
 
@@ -43,7 +43,7 @@ async def test_forget_during_training_leaves_nothing_anywhere(build_services):
     services = await build_services(train_steps=4, worker_lease_s=10.0)
     photos = [Upload("me.jpg", astronaut_jpeg()), Upload("me2.jpg", camera_jpeg())]
     first = await services.training.start(requester(ALICE), "rraj", "person", "Raj", photos)
-    worker = Worker(services.settings, owner="worker")
+    worker = build_worker(services.settings, owner="worker")
     await asyncio.to_thread(worker.run, until_idle=True)
     assert (await services.db.run(jobs.get_job, first.job_id)).state == "succeeded"
 

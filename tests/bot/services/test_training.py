@@ -5,6 +5,7 @@ from __future__ import annotations
 import pytest
 
 from bot.services import ServiceError, Upload
+from bot.services.training import TrainRequest
 from storage import jobs, photos, subjects
 from storage.jobs import claim_next_job
 from tests.bot.services.conftest import ADMIN, CHANNEL, add_fake_photos, add_subject, requester
@@ -20,7 +21,9 @@ def three_photos() -> list[Upload]:
 
 
 async def test_train_stores_accepted_photos_rejects_the_cat_and_queues_a_job(services):
-    outcome = await services.training.start(requester(ALICE), "rraj", "person", "Raj", three_photos())
+    outcome = await services.training.start(requester(ALICE), TrainRequest(
+        trigger="rraj", class_noun="person", display_name="Raj", uploads=tuple(three_photos())
+    ))
 
     assert [v.accepted for v in outcome.verdicts] == [True, True, False]
     cat = outcome.verdicts[2]
@@ -47,9 +50,9 @@ async def test_train_stores_accepted_photos_rejects_the_cat_and_queues_a_job(ser
 
 
 async def test_omitted_trigger_is_suggested_from_the_name_and_used(services):
-    outcome = await services.training.start(
-        requester(ALICE), None, "woman", "Mira", [Upload("a.jpg", astronaut_jpeg()), Upload("c.jpg", camera_jpeg())]
-    )
+    outcome = await services.training.start(requester(ALICE), TrainRequest(
+        trigger=None, class_noun="woman", display_name="Mira", uploads=(Upload("a.jpg", astronaut_jpeg()), Upload("c.jpg", camera_jpeg()),)
+    ))
     trigger = outcome.subject.trigger
     assert outcome.trigger_suggested and validate_trigger(trigger).ok
     assert "mira" in trigger
@@ -61,7 +64,9 @@ async def test_omitted_trigger_is_suggested_from_the_name_and_used(services):
 async def test_a_taken_or_look_alike_trigger_is_refused_and_nothing_is_stored(services, taken_variant):
     await services.db.run(add_subject, BOB, "rraj")
     with pytest.raises(ServiceError) as error:
-        await services.training.start(requester(ALICE), taken_variant, "person", None, three_photos())
+        await services.training.start(requester(ALICE), TrainRequest(
+            trigger=taken_variant, class_noun="person", uploads=tuple(three_photos())
+        ))
     assert error.value.code == "bad_trigger"
     assert "trigger" in error.value.message
     assert await services.db.run(subjects.subjects_owned, ALICE) == []
@@ -70,22 +75,27 @@ async def test_a_taken_or_look_alike_trigger_is_refused_and_nothing_is_stored(se
 
 async def test_a_common_word_trigger_and_a_bad_class_noun_are_refused(services):
     with pytest.raises(ServiceError, match="common English word") as error:
-        await services.training.start(requester(ALICE), "kiwi", "person", None, three_photos())
+        await services.training.start(requester(ALICE), TrainRequest(
+            trigger="kiwi", class_noun="person", uploads=tuple(three_photos())
+        ))
     assert error.value.code == "bad_trigger"
     with pytest.raises(ServiceError) as error:
-        await services.training.start(requester(ALICE), "zqrraj", "person!!", None, three_photos())
+        await services.training.start(requester(ALICE), TrainRequest(
+            trigger="zqrraj", class_noun="person!!", uploads=tuple(three_photos())
+        ))
     assert error.value.code == "bad_class_noun"
 
 
 async def test_too_few_photos_keeps_them_and_extending_the_subject_queues_training(services):
-    first = await services.training.start(requester(ALICE), "rraj", "person", None, [Upload("a.jpg", astronaut_jpeg())])
+    first = await services.training.start(requester(ALICE), TrainRequest(
+        trigger="rraj", class_noun="person", uploads=(Upload("a.jpg", astronaut_jpeg()),)
+    ))
     assert first.created and first.job_id is None and first.needs_more == 1
     assert any("add 1 more" in note for note in first.notes)
 
-    second = await services.training.start(
-        requester(ALICE), "RRAJ", "man", None,
-        [Upload("again.jpg", astronaut_jpeg()), Upload("camera.jpg", camera_jpeg())],
-    )
+    second = await services.training.start(requester(ALICE), TrainRequest(
+        trigger="RRAJ", class_noun="man", uploads=(Upload("again.jpg", astronaut_jpeg()), Upload("camera.jpg", camera_jpeg()),)
+    ))
     assert not second.created and second.subject.subject_id == first.subject.subject_id
     assert [v.code for v in second.verdicts] == ["duplicate", "ok"]
     assert second.photos_total == 2 and second.job_id is not None
@@ -94,7 +104,9 @@ async def test_too_few_photos_keeps_them_and_extending_the_subject_queues_traini
 
 
 async def test_no_usable_photo_creates_nothing(services):
-    outcome = await services.training.start(requester(ALICE), "rraj", "person", None, [Upload("cat.jpg", cat_jpeg())])
+    outcome = await services.training.start(requester(ALICE), TrainRequest(
+        trigger="rraj", class_noun="person", uploads=(Upload("cat.jpg", cat_jpeg()),)
+    ))
     assert outcome.job_id is None and not outcome.created and outcome.photos_total == 0
     assert outcome.subject is None and outcome.verdicts[0].code == "no_face"
     assert any("nothing was saved" in note for note in outcome.notes)
@@ -102,10 +114,9 @@ async def test_no_usable_photo_creates_nothing(services):
 
 
 async def test_a_caption_without_the_trigger_rejects_that_photo_only(services):
-    outcome = await services.training.start(requester(ALICE), "rraj", "person", None, [
-        Upload("a.jpg", astronaut_jpeg(), caption="a woman in a space suit"),
-        Upload("c.jpg", camera_jpeg(), caption="rraj person with a camera\u200b"),
-    ])
+    outcome = await services.training.start(requester(ALICE), TrainRequest(
+        trigger="rraj", class_noun="person", uploads=(Upload("a.jpg", astronaut_jpeg(), caption="a woman in a space suit"),
+        Upload("c.jpg", camera_jpeg(), caption="rraj person with a camera\u200b"),)))
     assert [v.code for v in outcome.verdicts] == ["bad_caption", "ok"]
     assert "photo 1 (a.jpg)" in outcome.verdicts[0].message and "rraj" in outcome.verdicts[0].message
     stored = await services.db.run(photos.accepted_photos, outcome.subject.subject_id)
@@ -116,17 +127,20 @@ async def test_a_caption_without_the_trigger_rejects_that_photo_only(services):
 async def test_one_training_job_at_a_time_but_admins_are_exempt(services):
     subject = await services.db.run(add_subject, ALICE, "rraj")
     await services.db.run(add_fake_photos, subject, 3)
-    first = await services.training.start(requester(ALICE), "rraj", "person", None, [])
+    first = await services.training.start(requester(ALICE), TrainRequest(trigger="rraj", class_noun="person"))
     assert first.job_id is not None and first.photos_total == 3
     with pytest.raises(ServiceError) as error:
-        await services.training.start(requester(ALICE), "zqmira", "woman", None, three_photos())
+        await services.training.start(requester(ALICE), TrainRequest(
+            trigger="zqmira", class_noun="woman", uploads=tuple(three_photos())
+        ))
     assert error.value.code == "training_busy" and f"#{first.job_id}" in error.value.message
     assert services.store.list_files() == []
 
     admin_subject = await services.db.run(add_subject, ADMIN, "zqadmin")
     await services.db.run(add_fake_photos, admin_subject, 2)
     for _ in range(2):
-        assert (await services.training.start(requester(ADMIN), "zqadmin", "person", None, [])).job_id
+        assert (await services.training.start(requester(ADMIN), TrainRequest(
+            trigger="zqadmin", class_noun="person"))).job_id
 
 
 async def test_too_many_photos_for_the_subject_is_refused_up_front(build_services):
@@ -134,20 +148,22 @@ async def test_too_many_photos_for_the_subject_is_refused_up_front(build_service
     subject = await services.db.run(add_subject, ALICE, "rraj")
     await services.db.run(add_fake_photos, subject, 2)
     with pytest.raises(ServiceError, match="room for only 1 more") as error:
-        await services.training.start(requester(ALICE), "rraj", "person", None, three_photos()[:2])
+        await services.training.start(requester(ALICE), TrainRequest(
+            trigger="rraj", class_noun="person", uploads=tuple(three_photos()[:2])
+        ))
     assert error.value.code == "too_many_photos"
 
 
 async def test_a_new_subject_needs_photos(services):
     with pytest.raises(ServiceError) as error:
-        await services.training.start(requester(ALICE), "rraj", "person", None, [])
+        await services.training.start(requester(ALICE), TrainRequest(trigger="rraj", class_noun="person"))
     assert error.value.code == "no_photos"
 
 
 async def test_family_group_collects_subjects_and_trains_them_in_one_job(services):
-    mum = await services.training.start(
-        requester(ALICE), "zqmum", "woman", "Mum", three_photos()[:2], family_group="Smiths"
-    )
+    mum = await services.training.start(requester(ALICE), TrainRequest(
+        trigger="zqmum", class_noun="woman", display_name="Mum", uploads=tuple(three_photos()[:2]), family_group="Smiths"
+    ))
     assert mum.job_id is None and mum.group == "smiths"
     assert any("/train-family" in note for note in mum.notes)
     dad = await services.db.run(add_subject, ALICE, "zqdad")
@@ -169,13 +185,15 @@ async def test_family_group_collects_subjects_and_trains_them_in_one_job(service
 async def test_a_user_being_forgotten_gets_a_clear_message(services):
     subject = await services.db.run(add_subject, ALICE, "rraj")
     await services.db.run(add_fake_photos, subject, 2)
-    queued = await services.training.start(requester(ALICE), "rraj", "person", None, [])
+    queued = await services.training.start(requester(ALICE), TrainRequest(trigger="rraj", class_noun="person"))
     claimed = await services.db.run(claim_next_job, "test-worker", 60)
     assert claimed.id == queued.job_id
     report = await services.account.forget(requester(ALICE))
     assert report.finishing and report.jobs_stopped == 1
     with pytest.raises(ServiceError) as error:
-        await services.training.start(requester(ALICE), "zqnew", "person", None, three_photos())
+        await services.training.start(requester(ALICE), TrainRequest(
+            trigger="zqnew", class_noun="person", uploads=tuple(three_photos())
+        ))
     assert error.value.code == "being_forgotten" and "/forget" in error.value.message
 
 
@@ -191,8 +209,9 @@ async def test_the_suggestion_prefers_triggers_the_family_tokenizer_encodes_comp
 ):
     services = await build_services()
     tiny_clip_tokenizer.save_pretrained(services.settings.models_dir / "tiny-sd15" / "tokenizer")
-    outcome = await services.training.start(
-        requester(ALICE), None, "woman", "Mira", [Upload("a.jpg", astronaut_jpeg())])
+    outcome = await services.training.start(requester(ALICE), TrainRequest(
+        trigger=None, class_noun="woman", display_name="Mira", uploads=(Upload("a.jpg", astronaut_jpeg()),)
+    ))
 
     def tokens(text: str) -> int:
         return len(tiny_clip_tokenizer.encode(text, add_special_tokens=False))
@@ -203,7 +222,9 @@ async def test_the_suggestion_prefers_triggers_the_family_tokenizer_encodes_comp
 
 
 async def test_a_pet_subject_needs_no_human_face(services):
-    outcome = await services.training.start(requester(ALICE), "zqtabby", "cat", "Chelsea", [Upload("cat.jpg", cat_jpeg())])
+    outcome = await services.training.start(requester(ALICE), TrainRequest(
+        trigger="zqtabby", class_noun="cat", display_name="Chelsea", uploads=(Upload("cat.jpg", cat_jpeg()),)
+    ))
     assert [v.code for v in outcome.verdicts] == ["ok"] and outcome.created and outcome.needs_more == 1
 
 
@@ -211,8 +232,9 @@ async def test_a_full_disk_refuses_the_upload_plainly_and_keeps_what_was_stored(
     import errno
     import os
 
-    first = await services.training.start(requester(ALICE), "rraj", "person", "Raj",
-                                          [Upload("astronaut.jpg", astronaut_jpeg())])
+    first = await services.training.start(requester(ALICE), TrainRequest(
+        trigger="rraj", class_noun="person", display_name="Raj", uploads=(Upload("astronaut.jpg", astronaut_jpeg()),)
+    ))
     before = {key: services.store.read_bytes(key) for key in services.store.list_files()}
 
     def no_space(fd):

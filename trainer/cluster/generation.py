@@ -1,0 +1,121 @@
+"""The `generate` job in cluster mode, bot side: plan here, render on a replica, publish here.
+
+Consent is checked when the plan is built (before anything is sent), about once a second while the request waits
+or renders on a node (a revoked share or a forget cancels the remote request), and once more in the same
+transaction that publishes the outputs. The replica never sees the database or the store.
+"""
+
+from __future__ import annotations
+
+import errno
+import logging
+import time
+from dataclasses import dataclass
+from typing import Any
+
+from storage import adapters, consent, generations, jobs
+from storage.db import transaction
+from storage.files import generation_root
+from storage.generations import Generation
+from trainer.cluster.replica import GenerationReply, GenerationRequest, adapter_set_id, plan_sources
+from trainer.job_api import JobContext, JobError, JobOutcome
+from intake.captions import blocked_word
+from trainer.serving.job import BAD_PAYLOAD, DAMAGED, DISK_FULL, MODEL_UNAVAILABLE, OUT_OF_MEMORY, WITHHELD
+from trainer.serving.job import write_outputs
+from trainer.serving.kinds import estimated_steps
+from trainer.serving.requests import ConsentRevoked, RenderPlan, build_plan
+from trainer.serving.safety import blocked_message
+
+log = logging.getLogger(__name__)
+
+GATEWAY_RESOURCE = "generation_gateway"
+POLL_S = 0.2
+CONSENT_CHECK_S = 1.0
+ERRORS = {"damaged": DAMAGED, "out_of_memory": OUT_OF_MEMORY, "model_unavailable": MODEL_UNAVAILABLE,
+          "withheld": WITHHELD}
+
+
+@dataclass(frozen=True)
+class GenerationGateway:
+    """The Serve deployment handle, shared by the dispatcher's generation slots (kept in worker.resources)."""
+
+    handle: Any
+
+
+def run_remote_generation(ctx: JobContext) -> JobOutcome:
+    generation_id = ctx.job.payload.get("generation_id")
+    if isinstance(generation_id, bool) or not isinstance(generation_id, int):
+        raise JobError(BAD_PAYLOAD)
+    gen = generations.get_generation(ctx.conn, generation_id)
+    if gen is None:
+        return JobOutcome("cancelled")
+    plan = build_plan(ctx.conn, ctx.store, gen, ctx.settings.model_family)  # consent, before anything is sent
+    word = blocked_word([plan.prompt, plan.greeting or "", *plan.headshot_prompts], ctx.settings.prompt_blocklist)
+    if word is not None:
+        raise JobError(blocked_message(word))
+    request = GenerationRequest(
+        plan=plan, adapter_files={s.key: s.path.read_bytes() for s in plan_sources(plan)},
+        source_picture=ctx.store.read_bytes(plan.source_key) if plan.source_key else None,
+    )
+    gateway: GenerationGateway = ctx.worker.resources[GATEWAY_RESOURCE]
+    response = gateway.handle.options(multiplexed_model_id=adapter_set_id(plan)).render.remote(request)
+    ctx.lease.report(step=0, total=estimated_steps(plan), message="Rendering on the cluster")
+    reply, stopped = wait_for_reply(ctx, gen, response)
+    if stopped:
+        return JobOutcome("cancelled") if stopped == "cancel" else JobOutcome("released", error="paused")
+    jobs.set_node(ctx.conn, ctx.job.id, ctx.job.owner, reply.node)
+    if reply.error == "stopped":
+        return JobOutcome("cancelled")
+    if reply.error:
+        raise JobError(ERRORS.get(reply.error, DAMAGED))
+    return publish(ctx, gen, plan, reply)
+
+
+def wait_for_reply(ctx: JobContext, gen: Generation, response) -> tuple[GenerationReply | None, str | None]:
+    """(reply, None), or (None, 'cancel'/'shutdown') after cancelling the remote request. Raises ConsentRevoked."""
+    last_check = time.monotonic()
+    while True:
+        try:
+            return response.result(timeout_s=POLL_S), None
+        except TimeoutError:
+            pass
+        reason = ctx.stop_reason()
+        if reason:
+            response.cancel()
+            return None, reason
+        if time.monotonic() - last_check >= CONSENT_CHECK_S:
+            last_check = time.monotonic()
+            if not _people_still_usable(ctx, gen):
+                response.cancel()  # queued or rendering on a node: it stops within a step
+                log.info("generation %d: consent withdrawn while on the cluster; cancelled", gen.id)
+                raise ConsentRevoked()
+
+
+def _people_still_usable(ctx: JobContext, gen: Generation) -> bool:
+    if not consent.may_use_all(ctx.conn, gen.user_id, gen.guild_id, gen.subject_ids):
+        return False
+    return all(adapters.get_adapter(ctx.conn, entry.get("adapter_id")) is not None
+               for entry in gen.adapters if entry.get("kind") == "subject")
+
+
+def publish(ctx: JobContext, gen: Generation, plan: RenderPlan, reply: GenerationReply) -> JobOutcome:
+    """Write the pictures, then record them if consent still holds and the row still exists (else remove them)."""
+    try:
+        written = write_outputs(ctx.store, plan, reply.images)
+    except OSError as error:
+        ctx.store.delete(generation_root(plan.user_id, plan.generation_id))
+        if error.errno == errno.ENOSPC:
+            raise JobError(DISK_FULL) from None
+        raise
+    with transaction(ctx.conn):
+        usable = _people_still_usable(ctx, gen)
+        recorded = usable and generations.set_outputs(ctx.conn, gen.id, written.outputs)
+    if not recorded:
+        ctx.store.delete(generation_root(plan.user_id, plan.generation_id))
+        if not usable:
+            raise ConsentRevoked()
+        return JobOutcome("cancelled")
+    return JobOutcome("succeeded", result={
+        "outputs": written.outputs, "grid": written.grid, "contact_sheet": written.contact_sheet, "seed": plan.seed,
+        "warnings": reply.warnings, "node": reply.node, "replica": reply.replica,
+    })
