@@ -46,15 +46,15 @@ FAMILY_TIMEOUT_S = 1500
 class FamilyPlan:
     """What one family run does; the CPU bench and the GPU proof differ only in these values."""
 
-    base: str
-    model_path: str
+    family: str  # sd15, sdxl, flux (or tiny-* for the GPU proof's dry run)
+    model_path: str | None  # the built model folder; None for tiny models
     resolution: int
     steps: int = 2
     class_images: int = 1
-    inference_steps: int = 2  # class images and renders
+    inference_steps: int | None = 2  # class images and renders; None: the family's default
     quantize_base: str = "default"  # "default" (the family's), "nf4" or "none"
     device: str = "cpu"
-    serving_repeats: int = 0  # warm requests timed per adapter (0: one render only)
+    models_dir: Path | None = None  # where tiny models are kept between runs
 
 
 class StepTimes:
@@ -89,11 +89,14 @@ class StepTimes:
 
 
 @contextlib.contextmanager
-def inference_steps_for(family_name: str, steps: int):
+def inference_steps_for(family_name: str, steps: int | None):
     """Class images and previews at `steps` inference steps: the family's published default is 28-30, which a
     CPU cannot afford at real size. Only this number changes; everything else stays the family's default."""
     from intake.family_specs import SPECS
 
+    if steps is None:
+        yield
+        return
     original = SPECS[family_name]
     SPECS[family_name] = dataclasses.replace(
         original, defaults=dataclasses.replace(original.defaults, inference_steps=steps))
@@ -123,21 +126,22 @@ def run_family(plan: FamilyPlan, work: Path) -> dict:
     from trainer.training.config import PhotoSpec, SubjectSpec, TrainConfig
     from trainer.training.run import train_adapter
 
-    report = {"family": plan.base, "device": plan.device, "resolution": plan.resolution, "steps": plan.steps,
+    report = {"family": plan.family, "device": plan.device, "resolution": plan.resolution, "steps": plan.steps,
               "class_images": plan.class_images, "inference_steps": plan.inference_steps,
               "stages": {}, "seconds": {}, "errors": {}}
     photos = write_bench_photos(work / "photos")
+    models_dir = prepare_models_dir(plan, work)
     subjects = [SubjectSpec(trigger="rraj", class_noun="person", photos=[PhotoSpec(crop_path=p) for p in photos])]
     overrides = {} if plan.quantize_base == "default" else {"quantize_base": plan.quantize_base}
     config = TrainConfig.for_family(
-        plan.base, model_path=plan.model_path, models_dir=work / "models", output_dir=work / "adapter",
+        plan.family, model_path=plan.model_path, models_dir=models_dir, output_dir=work / "adapter",
         checkpoint_dir=work / "checkpoints", class_cache_dir=work / "classes", subjects=subjects,
         resolution=plan.resolution, steps=plan.steps, num_class_images=plan.class_images, preview_every=0,
         checkpoint_every=0, device=plan.device, **overrides)
     report["quantize_base"], report["mixed_precision"] = config.quantize_base, config.mixed_precision
     hooks = StepTimes()
     _reset_peak_vram(plan.device)
-    with inference_steps_for(plan.base, plan.inference_steps):
+    with inference_steps_for(plan.family, plan.inference_steps):
         result = _stage(report, "train", lambda: train_adapter(config, hooks))
     report["peak_vram_train_gb"] = _peak_vram_gb(plan.device)
     report["step_seconds"] = [round(s, 3) for s in hooks.steps]
@@ -146,7 +150,8 @@ def run_family(plan: FamilyPlan, work: Path) -> dict:
     if result is not None:
         report["final_loss"] = result.final_loss
         report["class_images_generated"] = result.class_images_generated
-        _stage(report, "export", lambda: _check_export(plan.base, result, report))
+        report["adapter_path"] = str(result.adapter_path)
+        _stage(report, "export", lambda: _check_export(plan.family, result, report))
     if report["stages"].get("export") == "pass":
         _reset_peak_vram(plan.device)
         _stage(report, "load", lambda: _serve(plan, work, result.adapter_path, report))
@@ -162,6 +167,31 @@ def _steady(step_times: list[float]) -> float:
     return sum(steady) / len(steady)
 
 
+def prepare_models_dir(plan: FamilyPlan, work: Path) -> Path:
+    """The serving settings' models folder (data_dir/models), linked to plan.models_dir when one is given."""
+    models_dir = work / "data" / "models"
+    models_dir.parent.mkdir(parents=True, exist_ok=True)
+    if plan.models_dir is not None and not models_dir.exists():
+        Path(plan.models_dir).mkdir(parents=True, exist_ok=True)
+        models_dir.symlink_to(Path(plan.models_dir).resolve(), target_is_directory=True)
+    return models_dir
+
+
+def serving_settings(plan: FamilyPlan, work: Path, **overrides):
+    """The worker's settings for serving this plan's model from work/data."""
+    from storage.settings import Settings
+
+    return Settings(data_dir=work / "data", model_family=plan.family, model_path=plan.model_path,
+                    device=plan.device, _env_file=None, **overrides)
+
+
+def render_sampling(plan: FamilyPlan, family, seed: int = 7):
+    from trainer.serving.server import Sampling
+
+    steps = plan.inference_steps or family.defaults.inference_steps
+    return Sampling(PROMPT, "", plan.resolution, plan.resolution, steps, family.defaults.guidance_scale, seed)
+
+
 def _check_export(base: str, result, report: dict) -> None:
     from safetensors import safe_open
 
@@ -172,7 +202,7 @@ def _check_export(base: str, result, report: dict) -> None:
     if not keys:
         raise AssertionError("the adapter file has no tensors")
     report["kohya_export"] = result.metadata.get("kohya_export")
-    if base != "flux" and result.kohya_path is None:
+    if not base.endswith("flux") and result.kohya_path is None:
         raise AssertionError(f"no kohya file for {base}: {result.metadata.get('kohya_export')}")
 
 
@@ -185,27 +215,21 @@ def _numel(shape) -> int:
 
 def _serve(plan: FamilyPlan, work: Path, adapter_path: Path, report: dict) -> None:
     """A fresh generation server (the worker's): load the base model and the adapter, then render."""
-    from storage.settings import Settings
     from trainer.serving.adapter_cache import AdapterSource
     from trainer.serving.server import GenerationServer
 
-    settings = Settings(data_dir=work / "data", model_family=plan.base, model_path=plan.model_path,
-                        device=plan.device, _env_file=None)
-    server = GenerationServer(settings, device=plan.device)
+    server = GenerationServer(serving_settings(plan, work), device=plan.device)
     runtime = server.runtime()
     report["parameters"] = _parameter_counts(runtime.pipe)
     source = AdapterSource("rraj", Path(adapter_path), adapter_id=1)
     runtime.use_adapters([(source, 1.0)])
     report["active_adapters"] = runtime.active_adapters()
-    _stage(report, "render", lambda: _render(plan, runtime, source, work, report))
+    _stage(report, "render", lambda: _render(plan, runtime, work, report))
     server.close()
 
 
-def _render(plan: FamilyPlan, runtime, source, work: Path, report: dict) -> None:
-    from trainer.serving.server import Sampling
-
-    defaults = runtime.family.defaults
-    sampling = Sampling(PROMPT, "", plan.resolution, plan.resolution, plan.inference_steps, defaults.guidance_scale, 7)
+def _render(plan: FamilyPlan, runtime, work: Path, report: dict) -> None:
+    sampling = render_sampling(plan, runtime.family)
     started = time.perf_counter()
     image = runtime.text2img(sampling)
     _synchronize(plan.device)
@@ -213,10 +237,6 @@ def _render(plan: FamilyPlan, runtime, source, work: Path, report: dict) -> None
     if image.size != (plan.resolution, plan.resolution):
         raise AssertionError(f"rendered {image.size}, asked for {plan.resolution} px")
     image.save(work / "render.png")
-    if plan.serving_repeats:
-        from bench.gpu_proof import measure_serving  # the GPU proof's timings: warm, switch, compile
-
-        report["serving"] = measure_serving(runtime, source, sampling, work, plan.serving_repeats)
 
 
 def _parameter_counts(pipe) -> dict[str, int]:

@@ -17,6 +17,7 @@ import inspect
 import logging
 import os
 import signal
+import sqlite3
 import sys
 import threading
 from contextlib import suppress
@@ -27,6 +28,7 @@ from pydantic_settings import BaseSettings
 
 from bot.maintenance import Maintenance, admin_notifier
 from storage import backups
+from storage.disk import storage_failure
 from storage.integrity import DatabaseDamaged, check_database
 from storage.logs import QUIET_LIBRARIES_ENV, configure_logging
 from storage.settings import REAL_FAMILIES, TINY_FAMILIES, Settings, SettingsError, load_settings
@@ -257,12 +259,21 @@ def main(argv: list[str] | None = None) -> int:
     if console:
         if default_console:
             args = parse_args(["console"])
-        return asyncio.run(run_console(settings, args))
+        return _storage_errors_in_one_line(run_console(settings, args), settings)
     if not token:
         print("likeness: LIKENESS_DISCORD_TOKEN is not set; `python -m bot console` runs without Discord.",
               file=sys.stderr)
         return 2
-    return asyncio.run(run_discord(settings, token))
+    return _storage_errors_in_one_line(run_discord(settings, token), settings)
+
+
+def _storage_errors_in_one_line(run, settings: Settings) -> int:
+    """A full disk or a failing database ends the process with one line and a non-zero exit, never a traceback."""
+    try:
+        return asyncio.run(run)
+    except (sqlite3.Error, OSError) as exc:
+        print(f"likeness: {storage_failure(exc, settings.data_dir)}", file=sys.stderr, flush=True)
+        return 1
 
 
 if __name__ == "__main__":

@@ -15,7 +15,6 @@ import logging
 import shutil
 import sys
 import threading
-from dataclasses import replace
 from collections.abc import AsyncIterator, Iterable
 from pathlib import Path
 from typing import TextIO
@@ -33,6 +32,7 @@ from bot.services.training import TrainRequest
 from bot.services.types import ImagineOptions, Requester, Upload
 from bot.services.verbs import for_console
 from storage import forget, jobs
+from storage.disk import DISK_FULL, is_disk_full
 
 log = logging.getLogger(__name__)
 
@@ -102,6 +102,9 @@ class ConsoleSession:
                         break
         except Interrupted:
             return INTERRUPTED
+        finally:
+            if hasattr(lines, "aclose"):
+                await lines.aclose()  # leaves the live prompt (and its patched stdout) now, not at garbage collection
         return 0
 
     async def finish(self, *, interrupted: bool = False) -> None:
@@ -125,7 +128,10 @@ class ConsoleSession:
             self.say(f"error: {exc.message}")
         except ConsoleError as exc:
             self.say(f"error: {exc}")
-        except Exception:
+        except Exception as exc:
+            if is_disk_full(exc):
+                self.say(f"error: {DISK_FULL}")
+                return True
             log.exception("console command %r failed", command.verb)
             self.say("error: something went wrong; the details are in the log above.")
         return True
@@ -308,6 +314,9 @@ class ConsoleSession:
 
     async def do_admin_queue(self, cmd: ParsedCommand) -> None:
         self.say(render.jobs_view(await self.services.jobs.queue(self.user), PLAIN, with_owner=True))
+        nodes = await self.services.admin.cluster_nodes(self.user)
+        if nodes is not None:
+            self.say(render.cluster_view(nodes, PLAIN))
 
     async def do_add_style(self, cmd: ParsedCommand) -> None:
         upload = (await asyncio.to_thread(self._read_photos, [cmd.get("file")], None))[0]
@@ -373,10 +382,11 @@ async def stdin_lines(stream: TextIO) -> AsyncIterator[str]:
         yield line
 
 
-async def terminal_lines(prompt: str = "likeness> ") -> AsyncIterator[str]:
+async def terminal_lines(prompt: str = "likeness> ", *, keys=None, screen=None) -> AsyncIterator[str]:
     """Lines typed at a terminal. The prompt stays live while jobs run: whatever the session prints meanwhile
-    appears above it (patch_stdout). Ctrl-D ends the session; Ctrl-C raises Interrupted."""
-    session: PromptSession[str] = PromptSession()
+    appears above it (patch_stdout). Ctrl-D ends the session; Ctrl-C raises Interrupted. `keys` and `screen`
+    replace the terminal (prompt_toolkit Input and Output), for tests."""
+    session: PromptSession[str] = PromptSession(input=keys, output=screen)
     with patch_stdout(raw=True):
         while True:
             try:

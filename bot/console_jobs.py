@@ -161,8 +161,12 @@ class JobFollower:
         self.out_dir.mkdir(parents=True, exist_ok=True)
         source = self.services.store.resolve(rel)
         target = unique_path(self.out_dir, stem, source.suffix)
-        with open(source, "rb") as reader, open(target, "wb") as writer:
-            shutil.copyfileobj(reader, writer)
+        try:
+            with open(source, "rb") as reader, open(target, "wb") as writer:
+                shutil.copyfileobj(reader, writer)
+        except BaseException:
+            target.unlink(missing_ok=True)  # only the name this call reserved
+            raise
         return target
 
     def _write_outputs(self, result: dict, generation_id: int) -> list[Path]:

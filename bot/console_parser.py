@@ -95,6 +95,7 @@ VERBS: dict[str, Verb] = {v.name: v for v in (
 )}
 ALIASES = {"exit": "quit", "q": "quit", "?": "help", "jobs": "status"}
 _INT_NAMES = {"user_id", "number", "generation", "index", "job"}
+MAX_WHOLE_NUMBER = 2**63 - 1
 
 
 def _tokens(line: str) -> list[str]:
@@ -127,7 +128,10 @@ def _int(value: str, what: str) -> int:
     text = value.strip()
     if not text.lstrip("+-").isdigit() or not text.isascii() or len(text) > 20:
         raise ParseError(f"{what} must be a whole number, not `{_echo(value)}`.")
-    return int(text)
+    number = int(text)
+    if abs(number) > MAX_WHOLE_NUMBER:  # SQLite's integers are 64-bit: a larger id could never match anything
+        raise ParseError(f"{what} `{_echo(value)}` is out of range; the largest allowed is {MAX_WHOLE_NUMBER}.")
+    return number
 
 
 def _split_options(verb: Verb, rest: list[str]) -> tuple[list[str], dict[str, Any]]:

@@ -1,5 +1,12 @@
-"""Sending and editing Discord messages: retries with backoff on 5xx and 429, and files kept inside Discord's
-limits (size per file, files per message).
+"""Sending and editing Discord messages: retries for what discord.py does not retry itself, and files kept inside
+Discord's limits (size per file, files per message).
+
+Who retries what:
+- discord.py's HTTP client, for every request, up to 5 tries: 429 (after Discord's retry_after), 500, 502, 504 and
+  524 (1, 3, 5, 7 s apart) and a connection reset. When one of these reaches us, those tries are spent: we raise
+  DeliveryFailed at once and the job watcher tries again on a later pass (its notice then says it is late).
+- `with_retry` here: what discord.py raises on the first failure, that is the other 5xx (503, Cloudflare's 520
+  and 522) and a dropped or timed-out connection; a few tries with backoff (or the Retry-After it was given).
 
 A `discord.File` can be read only once, so every attempt builds fresh File objects from `FilePayload`s.
 """
@@ -13,19 +20,20 @@ from collections.abc import Awaitable, Callable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import TypeVar
 
+import aiohttp
 import discord
 from PIL import Image
 
 log = logging.getLogger(__name__)
 
 T = TypeVar("T")
-RETRYABLE_STATUS = frozenset({429, 500, 502, 503, 504, 520, 522, 524})
+RETRIED_BY_DISCORD_PY = frozenset({429, 500, 502, 504, 524})
 MAX_FILES_PER_MESSAGE = 10
 MAX_CONTENT_CHARS = 2000
 
 
 class DeliveryFailed(Exception):
-    """Discord kept failing with a retryable error; the caller tries again later."""
+    """Discord kept failing with a passing error (its retries and ours are spent); the caller tries again later."""
 
 
 @dataclass(frozen=True)
@@ -53,10 +61,18 @@ def to_files(payloads: Sequence[FilePayload]) -> list[discord.File]:
     return [payload.to_file() for payload in payloads]
 
 
-def is_retryable(exc: BaseException) -> bool:
+def retried_by_discord_py(exc: BaseException) -> bool:
+    """discord.py already retried this request and gave up (or was told to wait longer than it may)."""
     if isinstance(exc, discord.RateLimited):
         return True
-    return isinstance(exc, discord.HTTPException) and exc.status in RETRYABLE_STATUS
+    return isinstance(exc, discord.HTTPException) and exc.status in RETRIED_BY_DISCORD_PY
+
+
+def is_retryable(exc: BaseException) -> bool:
+    """A passing failure that discord.py raises at once, without retrying."""
+    if isinstance(exc, discord.HTTPException):
+        return exc.status >= 500 and exc.status not in RETRIED_BY_DISCORD_PY
+    return isinstance(exc, (aiohttp.ClientConnectionError, asyncio.TimeoutError))
 
 
 def retry_after_of(exc: BaseException) -> float | None:
@@ -72,15 +88,16 @@ def retry_after_of(exc: BaseException) -> float | None:
 
 
 async def with_retry(make: Callable[[], Awaitable[T]], *, what: str, policy: RetryPolicy | None = None) -> T:
-    """Await `make()`; on a retryable Discord error wait (retry_after or exponential backoff) and try again.
-
-    Non-retryable errors (403, 404, 400) propagate at once; after the last attempt DeliveryFailed is raised.
-    """
+    """Await `make()`; on a failure discord.py does not retry, wait (Retry-After or exponential backoff) and try
+    again. Errors discord.py already retried raise DeliveryFailed at once, as does our last attempt; client errors
+    (400, 403, 404) propagate unchanged."""
     policy = policy or RetryPolicy()
     for attempt in range(policy.attempts):
         try:
             return await make()
         except Exception as exc:
+            if retried_by_discord_py(exc):
+                raise DeliveryFailed(f"{what}: Discord kept failing ({exc})") from exc
             if not is_retryable(exc):
                 raise
             if attempt == policy.attempts - 1:

@@ -25,6 +25,7 @@ from discord.ext import tasks
 from bot import delivery, render
 from bot.client import MessagingClient
 from bot.delivery import DeliveryFailed, FilePayload
+from bot.views import generation_view, job_view
 from storage import generations, jobs, subjects
 
 log = logging.getLogger(__name__)
@@ -165,8 +166,6 @@ class JobWatcher:
         await self.db.run(jobs.mark_reported, job.id, notified=False, message_id=message.id)
 
     def _cancel_view(self, job_id: int) -> discord.ui.View:
-        from bot.views import job_view
-
         return job_view(job_id)
 
     # Final notices.
@@ -213,8 +212,6 @@ class JobWatcher:
         return await self._post(job, self._with_owner(job, text, late), files, mention_owner=True)
 
     async def _deliver_images(self, job: jobs.Job, details: JobDetails, late: str | None) -> discord.Message | None:
-        from bot.views import generation_view
-
         generation, result = details.generation, job.result or {}
         if generation is None:  # deleted while it was being made
             await self._finish_progress_message(job, "This generation was deleted.")

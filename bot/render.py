@@ -14,6 +14,8 @@ import unicodedata
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
+from intake.formats import size_text
+
 BAR_WIDTH = 16
 _MARKDOWN = re.compile(r"([\\*_~`|>#\[\]])")
 _MENTION_LIKE = re.compile(r"@(everyone|here)|<@[!&]?\d+>|<#\d+>")
@@ -324,6 +326,16 @@ def jobs_view(views: Sequence[Any], style: Style = Style.DISCORD, *, with_owner:
     return "\n".join(lines)
 
 
+def cluster_view(nodes: Any | None, style: Style = Style.DISCORD) -> str:
+    """Cluster mode: the nodes and their latest joins and leaves, as lines to add to /admin queue; "" otherwise."""
+    if nodes is None:
+        return ""
+    listed = ", ".join(f"{node.label} ({node.gpus:g} GPU)" for node in nodes.nodes) or "none yet"
+    lines = [f"Cluster nodes: {listed}."]
+    lines += [f"Node {change.node} {change.event} {relative_time(change.at, style)}." for change in nodes.changes[-3:]]
+    return "\n".join(lines)
+
+
 def cancel_outcome(outcome: Any) -> str:
     steps = getattr(outcome, "steps_done", 0)
     if outcome.result == "cancelled" and steps:
@@ -346,8 +358,7 @@ def share_outcome(outcome: Any, *, unshare: bool, style: Style = Style.DISCORD) 
 
 
 def export_bundle(bundle: Any, *, sent_to: str | None = None, style: Style = Style.DISCORD) -> str:
-    size = f"{bundle.size / 1024 / 1024:.1f} MiB" if bundle.size >= 1024 * 1024 else f"{bundle.size / 1024:.0f} KiB"
-    head = f"Export of {code(bundle.trigger, style)} v{bundle.version}: {bundle.filename} ({size}, " \
+    head = f"Export of {code(bundle.trigger, style)} v{bundle.version}: {bundle.filename} ({size_text(bundle.size)}, " \
            f"{len(bundle.files)} file(s))"
     if sent_to:
         return f"{head}, {sent_to}."

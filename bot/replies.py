@@ -11,6 +11,7 @@ import discord
 from bot.delivery import chunks
 from bot.services.errors import ServiceError
 from bot.services.types import Requester
+from storage.disk import DISK_FULL, is_disk_full
 
 log = logging.getLogger(__name__)
 
@@ -72,6 +73,6 @@ async def answer_unexpected(interaction: discord.Interaction, error: BaseExcepti
     except AttributeError:
         pass
     try:
-        await reply(interaction, GENERIC_ERROR)
+        await reply(interaction, DISK_FULL if is_disk_full(error) else GENERIC_ERROR)
     except discord.HTTPException:
         log.warning("could not tell the user about the error")

@@ -107,6 +107,11 @@ def _available_openers() -> tuple[str, ...]:
         return _openers
 
 
+def size_text(size: int) -> str:
+    """A file size for people: `820 KiB`, `12.5 MiB`."""
+    return f"{size / (1024 * 1024):.1f} MiB" if size >= 1024 * 1024 else f"{size / 1024:.0f} KiB"
+
+
 def _megapixels(pixels: int) -> str:
     return f"{pixels / 1e6:.0f} MP" if pixels >= 1e6 else f"{pixels / 1e6:.1f} MP"
 

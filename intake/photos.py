@@ -13,10 +13,12 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
-from PIL import Image
 
-from intake.faces import CASCADE_WINDOW_PX, FaceBox, detect_faces, to_gray
-from intake.formats import DecodedPhoto, PhotoRejected, decode_photo, encode_original, encode_png
+from intake.aligned_crop import CropPlan, natural_side, plan_crop, render_crop
+from intake.face_landmarks import DESCRIPTOR_MODEL, FaceIdentity, FaceModelsMissing, face_identity
+from intake.faces import CASCADE_WINDOW_PX, FaceBox, FoundFace, find_faces, to_gray
+from intake.identity import descriptor_bytes, descriptor_from_bytes, odd_photo_reason, odd_photos
+from intake.formats import DecodedPhoto, PhotoRejected, decode_photo, encode_original, size_text
 from intake.quality import (
     face_gray,
     hash_distance,
@@ -53,6 +55,8 @@ class PreparedPhoto:
     face_box: tuple[int, int, int, int]  # x, y, w, h in the oriented original
     width: int
     height: int
+    embedding: bytes | None = None  # the face's identity descriptor (intake.identity), None without a face
+    embedding_model: str = DESCRIPTOR_MODEL
 
 
 @dataclass(frozen=True)
@@ -86,17 +90,13 @@ def is_near_duplicate(phash_a: str, phash_b: str, max_distance: int = DUPLICATE_
     return distance is not None and distance <= max_distance
 
 
-def _size_text(size: int) -> str:
-    return f"{size / (1024 * 1024):.1f} MiB" if size >= 1024 * 1024 else f"{size / 1024:.0f} KiB"
-
-
 def _check_bytes(data: bytes, rules: IntakeRules) -> None:
     if not data:
         raise PhotoRejected("empty", "the file is empty (0 bytes); upload the photo again")
     if len(data) > rules.max_bytes:
         raise PhotoRejected(
             "too_large_bytes",
-            f"the file is {_size_text(len(data))}, over the {_size_text(rules.max_bytes)} limit; "
+            f"the file is {size_text(len(data))}, over the {size_text(rules.max_bytes)} limit; "
             "send a smaller or more compressed copy",
         )
 
@@ -110,50 +110,50 @@ def _check_dimensions(width: int, height: int, rules: IntakeRules) -> None:
         )
 
 
-def _find_face(pixels: np.ndarray, rules: IntakeRules) -> FaceBox:
+def _find_face(pixels: np.ndarray, rules: IntakeRules) -> FoundFace:
     """The one dominant face, or a rejection."""
-    faces = detect_faces(pixels, min_size=max(CASCADE_WINDOW_PX, rules.min_face_px // 3))
+    faces = find_faces(pixels, min_size=max(CASCADE_WINDOW_PX, rules.min_face_px // 2))
     if not faces:
         judge_image_exposure(to_gray(pixels), rules)
         raise PhotoRejected(
             "no_face",
             f"no face found; use a photo where your face is clearly visible and at least {rules.min_face_px} px wide",
         )
-    largest = faces[0]
-    similar = [face for face in faces[1:] if face.area >= rules.similar_face_ratio * largest.area]
+    largest = faces[0].box
+    similar = [face for face in faces[1:] if face.box.area >= rules.similar_face_ratio * largest.area]
     if similar:
         raise PhotoRejected(
             "several_faces",
             f"{1 + len(similar)} faces of similar size found; use a photo of only you, or crop the others out",
         )
-    if largest.w < rules.min_face_px:
-        raise PhotoRejected(
-            "face_too_small",
-            f"your face is too small ({largest.w} px wide, need at least {rules.min_face_px} px); "
-            "move closer or use a higher-resolution photo",
-        )
-    return largest
+    return faces[0]
+
+
+def _check_crop_size(face: FaceBox, plan: CropPlan, rules: IntakeRules) -> None:
+    """A face is big enough when its head-and-shoulders crop needs at most max_upscale enlargement."""
+    if plan.side >= rules.min_crop_px:
+        return
+    limited = " (the photo is not larger)" if plan.side < natural_side(face, rules) else ""
+    raise PhotoRejected(
+        "face_too_small",
+        f"your face is too small ({face.w} px wide): the head-and-shoulders crop around it is {plan.side} px"
+        f"{limited}, and {rules.family} trains at {rules.resolution} px; a crop may be enlarged at most "
+        f"{rules.max_upscale:g}x, so it needs at least {rules.min_crop_px} px (a face about {rules.min_face_px} px "
+        "wide); move closer or use a higher-resolution photo",
+    )
+
+
+def _identity(pixels: np.ndarray, face: FoundFace) -> FaceIdentity | None:
+    try:
+        return face_identity(pixels, face)
+    except FaceModelsMissing as missing:  # crops stay unlevelled and photos unchecked, but intake goes on
+        log.warning("%s", missing)
+        return None
 
 
 def _judge_quality(pixels: np.ndarray, region: FaceBox, rules: IntakeRules) -> list[str]:
     gray = face_gray(pixels, region)
     return judge_face_exposure(gray, rules) + judge_sharpness(gray, rules)
-
-
-def _crop_box(face: FaceBox | None, width: int, height: int, rules: IntakeRules) -> FaceBox:
-    if face is None:
-        side = min(width, height)
-        return FaceBox((width - side) // 2, (height - side) // 2, side, side)
-    return face.square_crop(width, height, rules.margin, rules.face_center_at)
-
-
-def _render_crop(image: Image.Image, box: FaceBox, resolution: int) -> bytes:
-    # reducing_gap=3 shrinks big photos in two passes; Pillow documents it as indistinguishable from one pass
-    crop = image.resize(
-        (resolution, resolution), Image.Resampling.LANCZOS,
-        box=(box.x, box.y, box.right, box.bottom), reducing_gap=3.0,
-    )
-    return encode_png(crop)
 
 
 def _check_known_duplicate(phash: str, known_phashes: Sequence[str], rules: IntakeRules) -> None:
@@ -169,26 +169,31 @@ def _prepare(
     pixels = decoded.pixels
     height, width = pixels.shape[:2]
     _check_dimensions(width, height, rules)
-    face = _find_face(pixels, rules) if rules.require_face else None
-    crop_box = _crop_box(face, width, height, rules)
-    warnings = _judge_quality(pixels, face or crop_box, rules)
+    found = _find_face(pixels, rules) if rules.require_face else None
+    face = found.box if found else None
+    identity = _identity(pixels, found) if found else None
+    plan = plan_crop(face, identity.landmarks if identity else None, width, height, rules)
+    if face is not None:
+        _check_crop_size(face, plan, rules)
+    warnings = _judge_quality(pixels, face or plan.box, rules)
     phash = perceptual_hash(pixels)
     _check_known_duplicate(phash, known_phashes, rules)
-    if crop_box.w < rules.resolution * UPSCALE_WARN_RATIO:
+    if plan.side < rules.resolution * UPSCALE_WARN_RATIO:
         warnings.append(
-            f"the part of the photo used for training is only {crop_box.w} px, so it is enlarged to "
+            f"the part of the photo used for training is only {plan.side} px, so it is enlarged to "
             f"{rules.resolution} px; a closer or higher-resolution photo trains better"
         )
     original, ext = encode_original(decoded)
     prepared = PreparedPhoto(
         original=original,
         original_ext=ext,
-        crop=_render_crop(decoded.image, crop_box, rules.resolution),
+        crop=render_crop(decoded.image, plan, rules.resolution),
         sha256=hashlib.sha256(original).hexdigest(),
         phash=phash,
-        face_box=(face or crop_box).as_tuple(),
+        face_box=(face or plan.box).as_tuple(),
         width=width,
         height=height,
+        embedding=descriptor_bytes(identity.descriptor) if identity else None,
     )
     return prepared, warnings
 
@@ -236,11 +241,26 @@ def _batch_duplicate(result: PhotoResult, earlier: list[PhotoResult], rules: Int
     return result
 
 
+def _different_people(accepted: list[PhotoResult], known_embeddings: Sequence[bytes]) -> dict[int, PhotoResult]:
+    """Rejections, by upload number, for accepted photos that clearly show someone else than the rest."""
+    new = [(r.verdict.index, descriptor_from_bytes(r.prepared.embedding)) for r in accepted if r.prepared.embedding]
+    new = [(number, vector) for number, vector in new if vector is not None]
+    stored = [vector for vector in map(descriptor_from_bytes, known_embeddings) if vector is not None]
+    by_number = {r.verdict.index: r for r in accepted}
+    return {
+        odd.number: _rejected(odd.number, by_number[odd.number].verdict.filename, "different_person",
+                              odd_photo_reason(odd))
+        for odd in odd_photos(new, stored)
+    }
+
+
 def inspect_batch(
-    files: Sequence[tuple[str, bytes]], rules: IntakeRules, known_phashes: Sequence[str] = ()
+    files: Sequence[tuple[str, bytes]], rules: IntakeRules, known_phashes: Sequence[str] = (),
+    known_embeddings: Sequence[bytes] = (),
 ) -> list[PhotoResult]:
     """Check uploads in order (numbered from 1). A photo that repeats an earlier accepted one in the same batch,
-    or one the subject already has, is rejected as a duplicate."""
+    or one the subject already has, is rejected as a duplicate; one that clearly shows a different person from
+    the others (with the subject's stored photos, `known_embeddings`) is rejected as `different_person`."""
     results: list[PhotoResult] = []
     accepted: list[PhotoResult] = []
     for position, (filename, data) in enumerate(files, start=1):
@@ -250,4 +270,5 @@ def inspect_batch(
         if result.prepared is not None:
             accepted.append(result)
         results.append(result)
-    return results
+    rejected = _different_people(accepted, known_embeddings)
+    return [rejected.get(result.verdict.index, result) for result in results]

@@ -3,18 +3,19 @@
 from __future__ import annotations
 
 import dataclasses
+import math
 from dataclasses import dataclass
 
 DUPLICATE_MAX_DISTANCE = 6  # of 64 phash bits; re-encodes and resizes score 0-2, unrelated photos about 32
 
-# family: (crop resolution, minimum face width, minimum shorter side)
+# family: (crop resolution, minimum shorter side)
 _FAMILIES = {
-    "sd15": (512, 256, 512),
-    "flux": (512, 256, 512),
-    "sdxl": (1024, 256, 768),
-    "tiny-sd15": (64, 40, 64),
-    "tiny-sdxl": (64, 40, 64),
-    "tiny-flux": (64, 40, 64),
+    "sd15": (512, 512),
+    "flux": (512, 512),
+    "sdxl": (1024, 768),
+    "tiny-sd15": (64, 64),
+    "tiny-sdxl": (64, 64),
+    "tiny-flux": (64, 64),
 }
 FAMILIES = tuple(_FAMILIES)
 
@@ -23,10 +24,10 @@ FAMILIES = tuple(_FAMILIES)
 class IntakeRules:
     family: str
     resolution: int  # side of the square training crop
-    min_face_px: int  # narrowest accepted face, in the original's pixels
     min_side_px: int = 64  # shortest accepted image side
     max_bytes: int = 10 * 1024 * 1024  # Discord's per-file upload limit
     max_pixels: int = 64_000_000  # 48-50 MP phone photos pass; a decompression bomb does not
+    max_upscale: float = 1.5  # a face is big enough when its crop needs at most this enlargement
     margin: float = 0.8  # added on each side of the face, in face widths: the crop is 2.6 face widths
     face_center_at: float = 0.45  # where the face centre sits from the crop's top (room for shoulders below)
     require_face: bool = True  # False for pets: no face detection, a centred square crop instead
@@ -44,8 +45,8 @@ class IntakeRules:
     duplicate_distance: int = DUPLICATE_MAX_DISTANCE
 
     def __post_init__(self) -> None:
-        if self.resolution < 8 or self.min_face_px < 1 or self.min_side_px < 1:
-            raise ValueError("resolution, min_face_px and min_side_px must be positive (resolution at least 8)")
+        if self.resolution < 8 or self.min_side_px < 1 or self.max_upscale < 1:
+            raise ValueError("resolution must be at least 8, min_side_px positive and max_upscale at least 1")
         if self.max_bytes < 1 or self.max_pixels < 1:
             raise ValueError("max_bytes and max_pixels must be positive")
         if self.margin < 0 or not 0 < self.face_center_at < 1 or not 0 < self.similar_face_ratio <= 1:
@@ -55,6 +56,16 @@ class IntakeRules:
     def for_family(cls, family: str, **overrides) -> IntakeRules:
         if family not in _FAMILIES:
             raise ValueError(f"unknown model family {family!r}; expected one of {', '.join(FAMILIES)}")
-        resolution, min_face_px, min_side_px = _FAMILIES[family]
-        rules = cls(family=family, resolution=resolution, min_face_px=min_face_px, min_side_px=min_side_px)
+        resolution, min_side_px = _FAMILIES[family]
+        rules = cls(family=family, resolution=resolution, min_side_px=min_side_px)
         return dataclasses.replace(rules, **overrides)
+
+    @property
+    def min_crop_px(self) -> int:
+        """The smallest head-and-shoulders crop accepted: the resolution, enlarged at most max_upscale times."""
+        return math.ceil(self.resolution / self.max_upscale)
+
+    @property
+    def min_face_px(self) -> int:
+        """The narrowest face whose crop (1 + 2 x margin face widths) reaches min_crop_px."""
+        return math.ceil(self.min_crop_px / (1 + 2 * self.margin))

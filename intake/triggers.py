@@ -22,6 +22,8 @@ from wordfreq import zipf_frequency
 log = logging.getLogger(__name__)
 
 CLASS_NOUNS = ("person", "man", "woman", "boy", "girl", "dog", "cat")
+# Class-noun words for animals: their photos have no human face to find, so intake crops a centred square instead.
+PET_WORDS = frozenset({"dog", "cat", "puppy", "kitten", "pet", "horse", "rabbit", "bird", "parrot", "hamster"})
 MIN_TRIGGER_CHARS = 3
 MAX_TRIGGER_CHARS = 20
 # Zipf 3 is one use per million words: above it a word is everyday vocabulary ("kiwi" 3.3, "alice" 4.3) that the
@@ -57,6 +59,12 @@ class TokenVerdict:
     code: str  # "ok" or the reason, e.g. "common_word", "taken", "lookalike_chars"
     message: str
     token: str  # the normalised token (or class noun)
+
+
+def needs_face(class_noun: str) -> bool:
+    """False for a pet ("dog", "tabby cat", "bulldog"): its photos are not checked for a human face."""
+    words = class_noun.lower().split()
+    return not any(word in PET_WORDS or word.endswith(("dog", "cat")) for word in words)
 
 
 def normalise_trigger(raw: str) -> str:
@@ -146,7 +154,8 @@ def validate_trigger(raw: str, taken_skeletons: Collection[str] = ()) -> TokenVe
         what = "a common English word" if word == token else f"too close to the common word '{word}'"
         return _reject("common_word", f"'{token}' is {what}, which the model already knows; pick a rare one", token)
     if trigger_skeleton(token) in taken_skeletons:
-        return _reject("taken", f"'{token}' is already used here, or looks too much like a trigger in use", token)
+        # The same answer for every taken or reserved trigger: it must not confirm that a private one exists.
+        return _reject("taken", f"'{token}' is not available; please pick another rare word", token)
     return TokenVerdict(True, "ok", f"'{token}' is a good trigger", token)
 
 

@@ -155,7 +155,6 @@ def restore_database(db_path: Path, backup: Path | None = None) -> RestoreReport
     finally:
         conn.close()
     users, job_count = _counts(db_path)
-    log.info("restored %s from %s; the previous files are in %s", db_path, backup, aside)
     return RestoreReport(backup, aside, users, job_count)
 
 

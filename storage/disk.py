@@ -21,7 +21,7 @@ SQLITE_IOERR = 10
 _NO_SPACE_TEXTS = ("no space left on device", "os error 28", "database or disk is full", "disk quota exceeded")
 # Messages that mean "a write failed" without saying why; they count as a full disk only when space is low.
 _WRITE_FAILED_TEXTS = ("basic_ios::clear", "iostream error", "file write failed", "failed writing file",
-                       "disk i/o error")
+                       "unexpected pos", "disk i/o error")
 LOW_SPACE_BYTES = 64 * 1024 * 1024
 
 
@@ -113,3 +113,13 @@ def check_free_space(path: Path | str, needed: int, what: str) -> None:
             f"The server's disk is too full for {what}: it needs about {human_bytes(needed)} and "
             f"{human_bytes(free)} is free. The host needs to free some space."
         )
+
+
+def storage_failure(exc: BaseException, data_dir: Path | str) -> str:
+    """One line for a process that must stop on a storage error (instead of a traceback)."""
+    first = (str(exc).strip().splitlines() or [type(exc).__name__])[0][:200]
+    if is_disk_full(exc, data_dir):
+        return f"the disk is full ({describe_free(data_dir)}); free some space, then start Likeness again."
+    if isinstance(exc, sqlite3.DatabaseError):
+        return f"the database failed ({first}); check it with `./run-bot verify`."
+    return f"a file operation failed ({first})."

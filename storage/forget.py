@@ -66,7 +66,7 @@ def tombstone_user(conn: sqlite3.Connection, user_id: int) -> ForgetReport | Non
             "DELETE FROM grants WHERE user_id = ? OR subject_id IN (SELECT id FROM subjects WHERE owner_id = ?)",
             (user_id, user_id),
         )
-        jobs.stop_jobs(conn, "user_id = ?", (user_id,), message="deleted on request", stamp=stamp)
+        jobs.stop_jobs(conn, jobs.JobsOfUser(user_id), message="deleted on request", stamp=stamp)
     return report
 
 

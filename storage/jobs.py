@@ -216,13 +216,36 @@ def request_cancel(conn: sqlite3.Connection, job_id: int) -> str:
             return "not_found"
         if row[0] not in ACTIVE:
             return "finished"
-        stop_jobs(conn, "id = ?", (job_id,), message="cancelled", stamp=stamp)
+        stop_jobs(conn, OneJob(job_id), message="cancelled", stamp=stamp)
         return "cancelled" if row[0] == "queued" else "requested"
 
 
-def stop_jobs(conn: sqlite3.Connection, where: str, params: tuple, *, message: str, stamp: float) -> None:
-    """Cancel the matching queued jobs now, and ask running ones to stop (the worker honours the flag).
+@dataclass(frozen=True)
+class OneJob:
+    job_id: int
+
+
+@dataclass(frozen=True)
+class JobsOfUser:
+    user_id: int
+
+
+JobSelector = OneJob | JobsOfUser
+
+
+def _selector_sql(selector: JobSelector) -> tuple[str, tuple]:
+    """The WHERE condition for a selector: only these fixed fragments ever reach the SQL text."""
+    if isinstance(selector, OneJob):
+        return "id = ?", (selector.job_id,)
+    if isinstance(selector, JobsOfUser):
+        return "user_id = ?", (selector.user_id,)
+    raise TypeError(f"not a job selector: {selector!r}")
+
+
+def stop_jobs(conn: sqlite3.Connection, selector: JobSelector, *, message: str, stamp: float) -> None:
+    """Cancel the selected queued jobs now, and ask running ones to stop (the worker honours the flag).
     Call inside a transaction."""
+    where, params = _selector_sql(selector)
     conn.execute(
         "UPDATE jobs SET state = 'cancelled', finished_at = ?, updated_at = ?, message = ?"
         " WHERE state = 'queued' AND " + where,

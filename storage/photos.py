@@ -102,3 +102,35 @@ def delete_photo(conn: sqlite3.Connection, photo_id: int) -> Photo | None:
 
 def set_caption(conn: sqlite3.Connection, photo_id: int, caption: str) -> None:
     conn.execute("UPDATE photos SET caption = ? WHERE id = ?", (caption, photo_id))
+
+
+def add_embedding(conn: sqlite3.Connection, photo_id: int, model: str, vector: bytes) -> None:
+    """Store a photo's face identity descriptor (computed once, at upload)."""
+    conn.execute(
+        "INSERT OR REPLACE INTO photo_embeddings (photo_id, model, vector) VALUES (?, ?, ?)",
+        (photo_id, model, bytes(vector)),
+    )
+
+
+def subject_embeddings(conn: sqlite3.Connection, subject_id: int, model: str) -> list[bytes]:
+    """The stored descriptors of a subject's accepted photos, in photo order (photos without one are skipped)."""
+    rows = conn.execute(
+        "SELECT e.vector FROM photo_embeddings e JOIN photos p ON p.id = e.photo_id"
+        " WHERE p.subject_id = ? AND p.status = 'accepted' AND e.model = ? ORDER BY p.id",
+        (subject_id, model),
+    ).fetchall()
+    return [row[0] for row in rows]
+
+
+def group_embeddings(conn: sqlite3.Connection, group_id: int, model: str) -> dict[int, list[bytes]]:
+    """Descriptors per subject of a family group (live subjects only), keyed by subject id."""
+    rows = conn.execute(
+        "SELECT p.subject_id, e.vector FROM photo_embeddings e JOIN photos p ON p.id = e.photo_id"
+        " JOIN subjects s ON s.id = p.subject_id"
+        " WHERE s.group_id = ? AND s.deleted_at IS NULL AND p.status = 'accepted' AND e.model = ? ORDER BY p.id",
+        (group_id, model),
+    ).fetchall()
+    grouped: dict[int, list[bytes]] = {}
+    for subject_id, vector in rows:
+        grouped.setdefault(subject_id, []).append(vector)
+    return grouped

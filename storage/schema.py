@@ -178,9 +178,20 @@ JOB_NODE = """
 ALTER TABLE jobs ADD COLUMN node TEXT;
 """
 
+# One identity descriptor per accepted photo (dlib's 128 float32), computed once at upload; `model` names the
+# descriptor model, so a future one is never compared with these.
+PHOTO_EMBEDDINGS = """
+CREATE TABLE photo_embeddings (
+    photo_id INTEGER PRIMARY KEY REFERENCES photos(id) ON DELETE CASCADE,
+    model TEXT NOT NULL,
+    vector BLOB NOT NULL
+);
+"""
+
 MIGRATIONS = [
     Migration(1, "initial schema", INITIAL),
     Migration(2, "ids are never reused (AUTOINCREMENT)", CONSOLE_JOBS_DELIVERED,
               apply=lambda conn: rebuild_with_autoincrement(conn, NEVER_REUSED_IDS)),
+    Migration(3, "photo_embeddings: a face identity descriptor per photo", PHOTO_EMBEDDINGS),
     Migration(4, "jobs.node: the cluster node running a job", JOB_NODE),
 ]

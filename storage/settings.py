@@ -15,6 +15,14 @@ TINY_FAMILIES = ("tiny-sd15", "tiny-sdxl", "tiny-flux")
 Family = Literal["sd15", "sdxl", "flux", "tiny-sd15", "tiny-sdxl", "tiny-flux"]
 _DEVICE = re.compile(r"^(auto|cpu|cuda(:\d+)?|mps)$")
 
+
+def check_device(value: str) -> str:
+    """The one device rule, for the settings and for each training job's config."""
+    if not _DEVICE.match(value):
+        raise ValueError("must be auto, cpu, cuda, cuda:N or mps")
+    return value
+
+
 IdList = Annotated[list[int], NoDecode]
 WordList = Annotated[list[str], NoDecode]
 
@@ -120,9 +128,7 @@ class Settings(BaseSettings):
     @field_validator("device")
     @classmethod
     def _check_device(cls, value: str) -> str:
-        if not _DEVICE.match(value):
-            raise ValueError("must be auto, cpu, cuda, cuda:N or mps")
-        return value
+        return check_device(value)
 
     @model_validator(mode="after")
     def _check_model(self) -> Settings:

@@ -1,14 +1,21 @@
-"""`python -m trainer`: the GPU worker process. The bot starts and supervises it; it can also be run by hand."""
+"""`python -m trainer`: the GPU worker process. The bot starts and supervises it; it can also be run by hand.
+
+Settings come from the environment only, never from `.env`: the supervisor passes its own settings (without the
+token). One worker per data directory (an OS file lock), and it stops when its supervisor dies (process_guard).
+"""
 
 from __future__ import annotations
 
 import argparse
 import logging
 import signal
+import sqlite3
 import sys
 
+from storage.disk import storage_failure
 from storage.logs import configure_logging
 from storage.settings import Settings, SettingsError, load_settings
+from trainer.process_guard import LOCKED_EXIT_CODE, hold_data_dir, supervisor_pid, watch_parent
 from trainer.versions import drift_warning
 from trainer.worker import Worker
 
@@ -33,13 +40,26 @@ def build_worker(settings: Settings, *, owner: str | None = None) -> Worker:
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     try:
-        settings = load_settings()
+        settings = load_settings(_env_file=None)
     except SettingsError as exc:
         print(f"likeness worker: {exc}", file=sys.stderr)
         return 2
     token = settings.discord_token.get_secret_value() if settings.discord_token else ""
     configure_logging(settings.log_level, secrets=[token])
+    lock = hold_data_dir(settings.data_dir)
+    if lock is None:
+        return LOCKED_EXIT_CODE
+    watch_parent(supervisor_pid(), watch_stdin=supervisor_pid() is not None)
+    try:
+        return _serve(settings, args)
+    except (sqlite3.Error, OSError) as exc:  # at start-up or between jobs: one line, never a hang
+        print(f"likeness worker: {storage_failure(exc, settings.data_dir)}", file=sys.stderr, flush=True)
+        return 1
+    finally:
+        lock.release()
 
+
+def _serve(settings: Settings, args: argparse.Namespace) -> int:
     worker = build_worker(settings, owner=args.owner)
     for sig in (signal.SIGTERM, signal.SIGINT):
         signal.signal(sig, lambda *_: worker.request_stop())

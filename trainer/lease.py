@@ -8,12 +8,15 @@ at most every `write_interval_s` together with the lease renewal, and reads back
 from __future__ import annotations
 
 import logging
+import sqlite3
 import threading
+from contextlib import suppress
 from pathlib import Path
 from typing import Any
 
 from storage import jobs
 from storage.db import connect
+from storage.disk import is_disk_full, log_disk_full
 
 log = logging.getLogger(__name__)
 
@@ -50,13 +53,20 @@ class LeaseKeeper:
 
     def _run(self) -> None:
         conn = connect(self._db_path, apply_migrations=False)
+        full = False
         try:
             while not self._stopped.wait(self.interval_s):
                 try:
                     self.beat(conn)
-                except Exception:  # a busy database must not kill the heartbeat
-                    log.exception("job %d: heartbeat failed", self.job_id)
-            self.beat(conn)  # last progress before the job is finished
+                    full = False
+                except Exception as exc:  # a busy or full database must not kill the heartbeat
+                    if not is_disk_full(exc, self._db_path.parent):
+                        log.exception("job %d: heartbeat failed", self.job_id)
+                    elif not full:  # one line per stretch of full disk, not one every beat
+                        log_disk_full(f"job {self.job_id}: heartbeat", self._db_path.parent, exc)
+                        full = True
+            with suppress(sqlite3.Error):  # last progress before the job is finished (not possible on a full disk)
+                self.beat(conn)
         finally:
             conn.close()
 

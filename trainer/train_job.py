@@ -21,7 +21,10 @@ from PIL import Image
 from storage import adapters, files, photos, subjects
 from storage.db import transaction
 from storage.subjects import Subject
+from trainer.evaluation.job import evaluate_stored_adapter
 from trainer.job_api import JobContext, JobError, JobOutcome
+from trainer.training.config import PhotoSpec, SubjectSpec, TrainConfig, TrainConfigError
+from trainer.training.run import TrainingError, train_adapter
 
 log = logging.getLogger(__name__)
 
@@ -73,8 +76,6 @@ def load_plan(ctx: JobContext) -> TrainingPlan:
 
 
 def build_config(ctx: JobContext, plan: TrainingPlan):
-    from trainer.training.config import PhotoSpec, SubjectSpec, TrainConfig, TrainConfigError
-
     settings = ctx.settings
     overrides: dict[str, Any] = {k: v for k, v in ctx.job.payload.get("overrides", {}).items()
                                  if k in ALLOWED_OVERRIDES}
@@ -178,9 +179,6 @@ def _params(config, result) -> dict[str, Any]:
 
 
 def run_training_job(ctx: JobContext) -> JobOutcome:
-    from trainer.evaluation.job import evaluate_stored_adapter
-    from trainer.training.run import TrainingError, train_adapter
-
     if subjects.is_forgotten(ctx.conn, ctx.job.user_id):
         return JobOutcome("cancelled", error="deleted on request")
     plan = load_plan(ctx)

@@ -17,8 +17,10 @@ from typing import Any
 
 from storage import jobs
 from storage.db import connect
+from storage.disk import is_disk_full, log_disk_full
 from storage.files import FileStore
 from storage.settings import Settings
+from trainer.disk_guard import DiskReserve, check_space_for, disk_full_outcome
 from trainer.gpu_policy import exclusive_gpu
 from trainer.job_api import Handler, IdleTask, JobContext, JobError, JobOutcome
 from trainer.lease import LeaseKeeper
@@ -29,6 +31,7 @@ log = logging.getLogger(__name__)
 UNEXPECTED = "The worker hit an unexpected error; the host can find the details in the worker log."
 PREEMPT_CHECK_S = 1.0
 IDLE_TASK_INTERVAL_S = 5.0
+DISK_FULL_WAIT_S = 10.0
 
 
 def default_owner() -> str:
@@ -59,6 +62,7 @@ class Worker:
         self._serving = False
         self._last_preempt_check = 0.0
         self.resources: dict[str, Any] = {}  # long-lived things handlers share, e.g. the generation server
+        self.reserve = DiskReserve(settings.data_dir)
 
     # Lifecycle.
     @property
@@ -79,9 +83,18 @@ class Worker:
     def run(self, *, until_idle: bool = False) -> int:
         """Run jobs until stopped (or, with until_idle, until the queue is empty). Returns how many ran."""
         self.store.sweep_temp_files()
+        self.reserve.ensure()
         done = 0
         while not self.stopping:
-            if self.run_next():
+            try:
+                ran = self.run_next()
+            except Exception as exc:  # a full disk between jobs: wait for space rather than die
+                if until_idle or not is_disk_full(exc, self.settings.data_dir):
+                    raise
+                log_disk_full("the worker (waiting for space)", self.settings.data_dir, exc)
+                self._stop.wait(DISK_FULL_WAIT_S)
+                continue
+            if ran:
                 done += 1
             elif until_idle:
                 break
@@ -96,6 +109,7 @@ class Worker:
         if now - self._last_idle_run < IDLE_TASK_INTERVAL_S:
             return
         self._last_idle_run = now
+        self.reserve.ensure()
         for task in self.idle_tasks:
             try:
                 task(self)
@@ -129,19 +143,24 @@ class Worker:
         if handler is None:
             return JobOutcome("failed", error=f"This worker cannot run {ctx.job.kind} jobs.")
         try:
+            check_space_for(ctx.settings, ctx.job)
             return handler(ctx)
         except JobError as exc:
             return JobOutcome("failed", error=str(exc))
         except Exception as exc:
+            if (full := disk_full_outcome(exc, ctx.settings, ctx.job)) is not None:
+                return full
             log.exception("job %d (%s) crashed", ctx.job.id, ctx.job.kind)
             return JobOutcome("failed", error=dependency_problem(exc) or UNEXPECTED)
 
     def _record(self, job: jobs.Job, outcome: JobOutcome) -> None:
+        # On a full disk the reserve gives the database room for this one write, so no job is left running.
         if outcome.state == "released":
-            ok = jobs.release_job(self.conn, job.id, self.owner, outcome.error or "paused; will resume")
+            ok = self.reserve.write(lambda: jobs.release_job(self.conn, job.id, self.owner,
+                                                             outcome.error or "paused; will resume"))
         else:
-            ok = jobs.finish_job(self.conn, job.id, self.owner, outcome.state, result=outcome.result,
-                                 error=outcome.error)
+            ok = self.reserve.write(lambda: jobs.finish_job(self.conn, job.id, self.owner, outcome.state,
+                                                            result=outcome.result, error=outcome.error))
         log.info("job %d finished: %s%s", job.id, outcome.state, "" if ok else " (lease was lost; not recorded)")
 
     # Preemption by interactive generation.

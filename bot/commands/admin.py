@@ -30,6 +30,8 @@ class AdminGroup(app_commands.Group, name="admin", description="Host tools: queu
             views = await bot_of(interaction).services.jobs.queue(requester(interaction))
             lag = bot_of(interaction).loop_lag.summary()
             extra = f"\n{_worker_line(interaction)}\nEvent-loop lag p99: {lag['p99_ms']} ms."
+            nodes = await bot_of(interaction).services.admin.cluster_nodes(requester(interaction))
+            extra += "\n" + render.cluster_view(nodes) if nodes is not None else ""
             await reply(interaction, render.jobs_view(views, with_owner=True) + extra)
 
     @app_commands.command(name="add-style", description="Install a style LoRA (a .safetensors file)")

@@ -15,6 +15,7 @@ from bot.services.style_files import inspect_safetensors
 from bot.services.subject_access import ensure_requester, shown
 from bot.services.types import AdminLimits, Requester, StyleInfo, Upload
 from storage import generations, jobs
+from storage.cluster_nodes import ClusterNodes, read_cluster_nodes
 from storage.db import transaction
 from storage.files import style_key
 
@@ -92,6 +93,13 @@ class AdminService:
     def _delete_unused_file(self, conn: sqlite3.Connection, key: str) -> None:
         if all(other.path != key for other in generations.list_styles(conn)):
             self.ctx.store.delete(key)
+
+    async def cluster_nodes(self, req: Requester) -> ClusterNodes | None:
+        """The Ray nodes the dispatcher last saw, with their recent joins and leaves; None in local mode."""
+        self._require_admin(req)
+        if not self.ctx.settings.cluster_address:
+            return None
+        return await asyncio.to_thread(read_cluster_nodes, self.ctx.settings.data_dir)
 
     async def limits(self, req: Requester) -> AdminLimits:
         settings = self.ctx.settings

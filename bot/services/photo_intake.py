@@ -15,15 +15,16 @@ from dataclasses import dataclass
 
 from bot.services.errors import ServiceError
 from bot.services.types import Upload
-from storage import photos
+from storage import photos, subjects
 from storage.files import FileStore, photo_crop_key, photo_original_key
 from storage.settings import Settings
 from storage.subjects import Subject
 from intake.captions import sanitise_caption
+from intake.formats import size_text
+from intake.face_landmarks import DESCRIPTOR_MODEL
+from intake.identity import LOOK_ALIKE_DISTANCE, descriptor_from_bytes, look_alike
 from intake.photos import IntakeRules, PhotoVerdict, PreparedPhoto, inspect_batch, photo_label
-
-# Class nouns whose photos have no human face to find: a centred square crop is used instead.
-_FACELESS_WORDS = {"dog", "cat", "puppy", "kitten", "pet", "horse", "rabbit", "bird", "parrot", "hamster"}
+from intake.triggers import needs_face
 
 
 @dataclass(frozen=True)
@@ -31,15 +32,6 @@ class CheckedPhoto:
     verdict: PhotoVerdict
     prepared: PreparedPhoto | None  # None when rejected
     caption: str  # the sanitised caption (or the template)
-
-
-def needs_face(class_noun: str) -> bool:
-    words = class_noun.lower().split()
-    return not any(word in _FACELESS_WORDS or word.endswith(("dog", "cat")) for word in words)
-
-
-def _size_text(size: int) -> str:
-    return f"{size / (1024 * 1024):.0f} MiB"
 
 
 def check_batch_size(settings: Settings, uploads: Sequence[Upload], photos_already: int, trigger: str) -> None:
@@ -62,7 +54,7 @@ def check_batch_size(settings: Settings, uploads: Sequence[Upload], photos_alrea
     if total > limit:
         raise ServiceError(
             "upload_too_large",
-            f"These photos add up to {_size_text(total)}, over the {_size_text(limit)} limit; send smaller copies.",
+            f"These photos add up to {size_text(total)}, over the {size_text(limit)} limit; send smaller copies.",
         )
 
 
@@ -72,9 +64,11 @@ def _caption_rejection(verdict: PhotoVerdict, message: str) -> PhotoVerdict:
 
 
 def _inspect(
-    uploads: Sequence[Upload], rules: IntakeRules, trigger: str, class_noun: str, known: Sequence[str]
+    uploads: Sequence[Upload], rules: IntakeRules, trigger: str, class_noun: str, known: Sequence[str],
+    known_embeddings: Sequence[bytes],
 ) -> list[CheckedPhoto]:
-    results = inspect_batch([(upload.filename, bytes(upload.data)) for upload in uploads], rules, known)
+    files = [(upload.filename, bytes(upload.data)) for upload in uploads]
+    results = inspect_batch(files, rules, known, known_embeddings)
     checked = []
     for upload, result in zip(uploads, results, strict=True):
         caption = sanitise_caption(upload.caption, trigger, class_noun)
@@ -86,13 +80,40 @@ def _inspect(
 
 
 async def inspect_uploads(
-    settings: Settings, uploads: Sequence[Upload], trigger: str, class_noun: str, known_phashes: Sequence[str]
+    settings: Settings, uploads: Sequence[Upload], trigger: str, class_noun: str, known_phashes: Sequence[str],
+    known_embeddings: Sequence[bytes] = (),
 ) -> list[CheckedPhoto]:
-    """A verdict per upload, in order. CPU-heavy, so it runs in a worker thread."""
+    """A verdict per upload, in order. CPU-heavy, so it runs in a worker thread. `known_embeddings` are the
+    subject's stored face descriptors (stored_embeddings), so a photo of someone else is caught."""
     rules = IntakeRules.for_family(
         settings.model_family, max_bytes=settings.max_upload_bytes, require_face=needs_face(class_noun)
     )
-    return await asyncio.to_thread(_inspect, list(uploads), rules, trigger, class_noun, list(known_phashes))
+    return await asyncio.to_thread(
+        _inspect, list(uploads), rules, trigger, class_noun, list(known_phashes), list(known_embeddings)
+    )
+
+
+def stored_embeddings(conn: sqlite3.Connection, subject_id: int | None) -> list[bytes]:
+    """The subject's stored face descriptors (none for a subject not created yet)."""
+    return photos.subject_embeddings(conn, subject_id, DESCRIPTOR_MODEL) if subject_id is not None else []
+
+
+def look_alike_notes(conn: sqlite3.Connection, subject: Subject) -> list[str]:
+    """Warnings for family members whose photos look like the same person as this subject's."""
+    if subject.group_id is None:
+        return []
+    by_subject = photos.group_embeddings(conn, subject.group_id, DESCRIPTOR_MODEL)
+    decoded = {sid: [v for v in map(descriptor_from_bytes, blobs) if v is not None] for sid, blobs in by_subject.items()}
+    notes = []
+    for other_id, vectors in decoded.items():
+        distance = look_alike(decoded.get(subject.id, []), vectors) if other_id != subject.id else None
+        other = subjects.get_subject(conn, other_id) if distance is not None else None
+        if other is not None:
+            notes.append(
+                f"`{subject.trigger}` and `{other.trigger}` look like the same person (face distance {distance:.2f}, "
+                f"under {LOOK_ALIKE_DISTANCE}); check that each one's photos show the right person."
+            )
+    return notes
 
 
 DISK_FULL = ("The server's disk is full, so these photos were not saved (nothing stored earlier was changed); "
@@ -125,11 +146,13 @@ def store_checked_photos(
         crop_key = photo_crop_key(subject.owner_id, subject.id, prepared.sha256)
         _write_new(store, original_key, prepared.original, created)
         _write_new(store, crop_key, prepared.crop, created)
-        photos.add_accepted_photo(
+        photo = photos.add_accepted_photo(
             conn, subject.id, original_name=item.verdict.filename, sha256=prepared.sha256, phash=prepared.phash,
             original_path=original_key, crop_path=crop_key, size_bytes=len(prepared.original),
             width=prepared.width, height=prepared.height, face_box=prepared.face_box, caption=item.caption,
         )
+        if prepared.embedding is not None:
+            photos.add_embedding(conn, photo.id, prepared.embedding_model, prepared.embedding)
 
 
 def remove_files(store: FileStore, keys: Sequence[str]) -> None:

@@ -7,11 +7,19 @@ from collections.abc import Sequence
 
 from bot.services.context import ServiceContext
 from bot.services.errors import ServiceError
-from bot.services.photo_intake import CheckedPhoto, check_batch_size, inspect_uploads, remove_files, store_checked_photos
+from bot.services.photo_intake import (
+    CheckedPhoto,
+    check_batch_size,
+    inspect_uploads,
+    look_alike_notes,
+    remove_files,
+    store_checked_photos,
+    stored_embeddings,
+)
 from bot.services.subject_access import active_training_job, ensure_requester, own_subject, own_subject_by_id
 from bot.services.training_outcome import subject_ref
-from bot.services.verbs import slash
 from bot.services.types import PhotoInfo, Requester, TrainOutcome, Upload
+from bot.services.verbs import slash
 from storage import photos
 from storage.db import transaction
 from storage.files import FileStore
@@ -52,11 +60,11 @@ class PhotoService:
 
     async def add(self, req: Requester, trigger: str, uploads: Sequence[Upload]) -> TrainOutcome:
         uploads = tuple(uploads or ())
-        subject, before, known = await self.ctx.db.run(self._subject_state, req, trigger)
+        subject, before, known, faces = await self.ctx.db.run(self._subject_state, req, trigger)
         if not uploads:
             raise ServiceError("no_photos", f"Attach the photos of `{subject.trigger}` to add.")
         check_batch_size(self.ctx.settings, uploads, before, subject.trigger)
-        checked = await inspect_uploads(self.ctx.settings, uploads, subject.trigger, subject.class_noun, known)
+        checked = await inspect_uploads(self.ctx.settings, uploads, subject.trigger, subject.class_noun, known, faces)
         return await self.ctx.db.run(self._store, req, subject.id, checked)
 
     async def remove(self, req: Requester, trigger: str, number: int) -> PhotoInfo:
@@ -72,10 +80,13 @@ class PhotoService:
         subject = own_subject(conn, req.user_id, trigger)
         return [_photo_info(self.ctx.store, n, p) for n, p in enumerate(photos.accepted_photos(conn, subject.id), 1)]
 
-    def _subject_state(self, conn: sqlite3.Connection, req: Requester, trigger: str) -> tuple[Subject, int, list[str]]:
+    def _subject_state(
+        self, conn: sqlite3.Connection, req: Requester, trigger: str
+    ) -> tuple[Subject, int, list[str], list[bytes]]:
         ensure_requester(conn, req)
         subject = own_subject(conn, req.user_id, trigger)
-        return subject, photos.count_accepted(conn, subject.id), photos.known_phashes(conn, subject.id)
+        return (subject, photos.count_accepted(conn, subject.id), photos.known_phashes(conn, subject.id),
+                stored_embeddings(conn, subject.id))
 
     def _store(self, conn: sqlite3.Connection, req: Requester, subject_id: int, checked: Sequence[CheckedPhoto]) -> TrainOutcome:
         created: list[str] = []
@@ -85,6 +96,7 @@ class PhotoService:
                 subject = own_subject_by_id(conn, req.user_id, subject_id)
                 store_checked_photos(conn, self.ctx.store, subject, checked, created)
                 total = photos.count_accepted(conn, subject.id)
+                look_alikes = look_alike_notes(conn, subject)
         except BaseException:
             remove_files(self.ctx.store, created)
             raise
@@ -92,9 +104,10 @@ class PhotoService:
         added = sum(1 for item in checked if item.prepared is not None)
         notes = [f"Added {added} photo{'s' if added != 1 else ''}; `{subject.trigger}` now has {total}."]
         if total >= minimum and added:
-            notes.append(f"Run {slash('retrain', subject=subject.trigger)} to train with the new photos.")
+            notes.append(f"Run `{slash('retrain', subject=subject.trigger)}` to train with the new photos.")
         elif total < minimum:
             notes.append(f"Training needs at least {minimum}; add {minimum - total} more.")
+        notes += look_alikes
         return TrainOutcome(
             subjects=(subject_ref(subject),), verdicts=tuple(item.verdict for item in checked), photos_total=total,
             needs_more=max(0, minimum - total), notes=tuple(notes),

@@ -12,11 +12,19 @@ from pathlib import Path
 
 from bot.services.context import ServiceContext
 from bot.services.errors import ServiceError
-from bot.services.photo_intake import CheckedPhoto, check_batch_size, inspect_uploads, remove_files, store_checked_photos
+from bot.services.photo_intake import (
+    CheckedPhoto,
+    check_batch_size,
+    inspect_uploads,
+    look_alike_notes,
+    remove_files,
+    store_checked_photos,
+    stored_embeddings,
+)
 from bot.services.subject_access import ensure_requester, find_own_subject, own_subject_by_id, shown
-from bot.services.verbs import slash
-from bot.services.training_outcome import TrainingPlan, family_outcome, train_outcome
+from bot.services.training_outcome import SubjectPlan, family_outcome, train_outcome
 from bot.services.types import Requester, TrainOutcome, Upload
+from bot.services.verbs import slash
 from storage import jobs, photos, subjects
 from storage.db import transaction
 from storage.subjects import Subject
@@ -104,7 +112,9 @@ class TrainingService:
                 f"Attach at least {self.ctx.settings.min_photos_per_subject} photos of {plan.display_name} "
                 "(5 to 20 work best).",
             )
-        checked = await inspect_uploads(self.ctx.settings, uploads, plan.trigger, plan.class_noun, plan.known_phashes)
+        faces = await self.ctx.db.run(stored_embeddings, plan.subject.id if plan.subject else None)
+        checked = await inspect_uploads(self.ctx.settings, uploads, plan.trigger, plan.class_noun, plan.known_phashes,
+                                        faces)
         return await self.ctx.db.run(self._commit, req, plan, checked)
 
     async def train_family(self, req: Requester, group: str) -> TrainOutcome:
@@ -136,12 +146,13 @@ class TrainingService:
     def _plan(
         self, conn: sqlite3.Connection, req: Requester, request: TrainRequest, class_noun: str, group: str | None,
         encode: Callable[[str], list[int]] | None,
-    ) -> TrainingPlan:
+    ) -> SubjectPlan:
         ensure_requester(conn, req)
+        retrained = _retrained_subject(conn, req, request.subject) if request.subject is not None else None
         if group is None:
             self.ctx.limits.check_training_jobs(conn, req.user_id)
-        if request.subject is not None:
-            return _extend_plan(conn, _retrained_subject(conn, req, request.subject), group, class_noun)
+        if retrained is not None:
+            return _extend_plan(conn, retrained, group, class_noun)
         raw_trigger, display_name = request.trigger, request.display_name
         taken = subjects.taken_trigger_keys(conn)
         if raw_trigger and raw_trigger.strip():
@@ -158,14 +169,14 @@ class TrainingService:
             if not suggestions:
                 raise ServiceError("bad_trigger", "I could not think of a free trigger; please choose one yourself.")
             token, suggested = suggestions[0], True
-        return TrainingPlan(
+        return SubjectPlan(
             subject=None, trigger=token, class_noun=class_noun,
             display_name=_clean_display_name(display_name, req.display_name or token),
             group=group, suggested=suggested,
         )
 
     def _commit(
-        self, conn: sqlite3.Connection, req: Requester, plan: TrainingPlan, checked: Sequence[CheckedPhoto]
+        self, conn: sqlite3.Connection, req: Requester, plan: SubjectPlan, checked: Sequence[CheckedPhoto]
     ) -> TrainOutcome:
         verdicts = tuple(item.verdict for item in checked)
         if plan.subject is None and not any(item.prepared for item in checked):
@@ -178,13 +189,15 @@ class TrainingService:
                 store_checked_photos(conn, self.ctx.store, subject, checked, created)
                 total = photos.count_accepted(conn, subject.id)
                 job_id = self._maybe_queue(conn, req, plan, subject, total)
+                look_alikes = tuple(look_alike_notes(conn, subject))
         except BaseException:
             remove_files(self.ctx.store, created)
             raise
-        return train_outcome(self.ctx.settings, replace(plan, subject=subject), job_id, verdicts, total,
-                             jobs.queue_position(conn, job_id) if job_id else None)
+        outcome = train_outcome(self.ctx.settings, replace(plan, subject=subject), job_id, verdicts, total,
+                                jobs.queue_position(conn, job_id) if job_id else None)
+        return replace(outcome, notes=outcome.notes + look_alikes) if look_alikes else outcome
 
-    def _subject_for(self, conn: sqlite3.Connection, req: Requester, plan: TrainingPlan) -> Subject:
+    def _subject_for(self, conn: sqlite3.Connection, req: Requester, plan: SubjectPlan) -> Subject:
         group_id = subjects.group_id_for(conn, req.user_id, plan.group) if plan.group else None
         if plan.subject is not None:
             current = own_subject_by_id(conn, req.user_id, plan.subject.id,
@@ -204,7 +217,7 @@ class TrainingService:
             ) from None
 
     def _maybe_queue(
-        self, conn: sqlite3.Connection, req: Requester, plan: TrainingPlan, subject: Subject, total: int
+        self, conn: sqlite3.Connection, req: Requester, plan: SubjectPlan, subject: Subject, total: int
     ) -> int | None:
         if plan.group is not None or total < self.ctx.settings.min_photos_per_subject:
             return None
@@ -229,8 +242,8 @@ class TrainingService:
         return family_outcome(name, members, sum(counts.values()), job_id, jobs.queue_position(conn, job_id))
 
 
-def _extend_plan(conn: sqlite3.Connection, subject: Subject, group: str | None, noun: str) -> TrainingPlan:
-    return TrainingPlan(
+def _extend_plan(conn: sqlite3.Connection, subject: Subject, group: str | None, noun: str) -> SubjectPlan:
+    return SubjectPlan(
         subject=subject, trigger=subject.trigger, class_noun=subject.class_noun, display_name=subject.display_name,
         group=group, suggested=False, photos_before=photos.count_accepted(conn, subject.id),
         known_phashes=tuple(photos.known_phashes(conn, subject.id)), noun_requested=noun, extending=True,

@@ -5,8 +5,8 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from bot.services.verbs import slash
 from bot.services.types import PhotoVerdict, SubjectRef, TrainOutcome
+from bot.services.verbs import slash
 from storage.settings import Settings
 from storage.subjects import Subject
 
@@ -14,7 +14,7 @@ RECOMMENDED_PHOTOS = (5, 20)
 
 
 @dataclass(frozen=True)
-class TrainingPlan:
+class SubjectPlan:
     """Decided before intake: which subject the photos go to (None: a new one) and under which trigger."""
 
     subject: Subject | None
@@ -33,7 +33,7 @@ def subject_ref(subject: Subject) -> SubjectRef:
     return SubjectRef(subject.id, subject.trigger, subject.class_noun, subject.display_name)
 
 
-def _notes(settings: Settings, plan: TrainingPlan, job_id: int | None, total: int, stored: bool) -> list[str]:
+def _notes(settings: Settings, plan: SubjectPlan, job_id: int | None, total: int, stored: bool) -> list[str]:
     trigger, minimum = plan.trigger, settings.min_photos_per_subject
     notes = []
     if plan.noun_requested and plan.noun_requested != plan.class_noun:
@@ -50,12 +50,12 @@ def _notes(settings: Settings, plan: TrainingPlan, job_id: int | None, total: in
         missing = minimum - total
         notes.append(
             f"`{trigger}` has {total} usable photo{'s' if total != 1 else ''}; training needs at least {minimum}, "
-            f"so add {missing} more with {slash('photos add')}, then run {slash('retrain', subject=trigger)}."
+            f"so add {missing} more with {slash('photos add')}, then run `{slash('retrain', subject=trigger)}`."
         )
     elif job_id is None:
         notes.append(
             f"Your photos are saved, but another training job of yours started meanwhile; run "
-            f"{slash('retrain', subject=trigger)} when it has finished."
+            f"`{slash('retrain', subject=trigger)}` when it has finished."
         )
     if stored and total < RECOMMENDED_PHOTOS[0]:
         low, high = RECOMMENDED_PHOTOS
@@ -64,7 +64,7 @@ def _notes(settings: Settings, plan: TrainingPlan, job_id: int | None, total: in
 
 
 def train_outcome(
-    settings: Settings, plan: TrainingPlan, job_id: int | None, verdicts: Sequence[PhotoVerdict], total: int,
+    settings: Settings, plan: SubjectPlan, job_id: int | None, verdicts: Sequence[PhotoVerdict], total: int,
     position: int | None,
 ) -> TrainOutcome:
     """`subjects` is empty when nothing was stored (a new subject none of whose photos could be used)."""

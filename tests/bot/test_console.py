@@ -95,10 +95,6 @@ async def test_scripted_session_train_share_export_forget(console_parts, tmp_pat
 @pytest.mark.end_to_end
 async def test_scripted_session_with_the_real_worker(console_parts, tmp_path, shared_model_dirs):
     """The README's session: train on two photos, imagine with the trigger, share, export, forget."""
-    from trainer.handlers import HANDLERS
-
-    if "generate" not in HANDLERS:
-        pytest.skip("waits for the generate handler in trainer.handlers")
     settings, services = console_parts
     share_models(settings, shared_model_dirs)
     photos, out = tmp_path / "photos", tmp_path / "out"

@@ -15,13 +15,17 @@ from pathlib import Path
 
 import pytest
 
-from bot.console import ConsoleSession
+from prompt_toolkit.input import create_pipe_input
+from prompt_toolkit.output import DummyOutput
+
+from bot.console import INTERRUPTED, ConsoleSession, terminal_lines
 from bot.services import Services
 from storage import jobs
 from storage.db import AsyncDatabase
 from storage.files import FileStore
 from tests.bot.conftest import make_settings
 from tests.bot.queue_driver import QueueDriver
+from tests.bot.services.conftest import add_fake_photos, add_subject
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -52,16 +56,23 @@ async def parts(tmp_path):
     await db.close()
 
 
+def stored_subject(conn, photos: int = 2, owner: int = 1):
+    """`rraj` with photos already stored, so `train --subject rraj` queues training without any intake."""
+    subject = add_subject(conn, owner, "rraj")
+    add_fake_photos(conn, subject, photos)
+    return subject
+
+
 def queued_ids(text: str) -> list[int]:
     return [int(n) for n in re.findall(r"queued as job #(\d+)", text)]
 
 
 async def test_imagine_and_status_answer_while_a_training_job_runs(parts, tmp_path):
     settings, services, driver = parts
-    photos, out = tmp_path / "photos", tmp_path / "out"
+    out = tmp_path / "out"
+    await services.db.run(stored_subject)
     console = Console(services, out, background=True)
-    printed = await console.run(f"demo-photos {photos}",
-                                f"train --trigger rraj {photos}/astronaut.jpg {photos}/camera.jpg")
+    printed = await console.run("train --subject rraj")
     assert "Training queued as job #1" in printed
     train = driver.claim(("train",))
     driver.progress(train, 1, 4, message="Training step 1/4")
@@ -85,6 +96,22 @@ async def test_imagine_and_status_answer_while_a_training_job_runs(parts, tmp_pa
     assert "\u2705 rraj is trained" in console.printed()
     assert "nothing of yours is running" not in printed.lower()
     await console.session.finish()
+
+
+async def test_the_live_prompt_runs_lines_while_a_job_waits_and_ctrl_c_says_what_stays_queued(parts, tmp_path):
+    settings, services, driver = parts
+    console = Console(services, tmp_path / "out", background=True)
+    with create_pipe_input() as keys:
+        keys.send_text('imagine "a red apple"\r')
+        keys.send_text("status\r")
+        keys.send_text("\x03")  # Ctrl-C
+        code = await console.session.run(terminal_lines(keys=keys, screen=DummyOutput()))
+    assert code == INTERRUPTED
+    await console.session.finish(interrupted=True)
+    printed = console.printed()
+    assert "Images queued as job #1" in printed and "#1 Generating: queued" in printed
+    assert "Interrupted. 1 job(s) stay queued" in printed and "`cancel 1`" in printed
+    assert (await services.db.run(jobs.get_job, 1)).state == "queued"
 
 
 async def test_a_script_line_waits_for_its_job_unless_it_ends_with_an_ampersand(parts, tmp_path):
@@ -138,9 +165,9 @@ async def test_forget_then_generate_again_reuses_no_id_and_overwrites_no_file(pa
 
 async def test_cancel_says_when_a_waiting_job_had_already_run_steps(parts, tmp_path):
     settings, services, driver = parts
-    photos = tmp_path / "photos"
+    await services.db.run(stored_subject)
     console = Console(services, tmp_path / "out", background=True)
-    await console.run(f"demo-photos {photos}", f"train --trigger rraj {photos}/astronaut.jpg {photos}/camera.jpg")
+    await console.run("train --subject rraj")
     train = driver.claim(("train",))
     driver.progress(train, 3, 4)
     assert jobs.release_job(driver.conn, train.id, "queue-driver", "paused")  # back in the queue, 3 steps done
@@ -152,12 +179,13 @@ async def test_cancel_says_when_a_waiting_job_had_already_run_steps(parts, tmp_p
 async def test_retraining_from_stored_photos_needs_no_files(parts, tmp_path):
     settings, services, driver = parts
     photos = tmp_path / "photos"
+    await services.db.run(stored_subject, 1)
     console = Console(services, tmp_path / "out", background=True)
-    await console.run(f"demo-photos {photos}", f"train --trigger rraj {photos}/astronaut.jpg")
+    await console.run(f"demo-photos {photos}")
     printed = await console.run(f"photos add rraj {photos}/camera.jpg")
-    assert "Run train --subject rraj to train with the new photos." in printed
+    assert "Run `train --subject rraj` to train with the new photos." in printed
     assert "/train" not in printed and "/photos" not in printed
-    printed = await console.run("train --subject rraj", "train", "train --subject nobody")
+    printed = await console.run("train", "train --subject nobody", "train --subject rraj")
     assert "Training queued as job #1" in printed
     errors = [line for line in printed.splitlines() if line.startswith("error:")]
     assert len(errors) == 2
@@ -214,15 +242,13 @@ class Program:
 
 def test_ctrl_c_mid_job_says_what_stays_queued_and_the_restart_resumes_and_writes_pictures(tmp_path):
     settings = make_settings(tmp_path, allowed_guild_ids=[])
-    photos = tmp_path / "photos"
+    driver = QueueDriver(settings)
+    stored_subject(driver.conn)
     first = Program(tmp_path)
-    driver = None
     try:
-        first.send(f"demo-photos {photos}", f"train --trigger rraj {photos}/astronaut.jpg {photos}/camera.jpg",
-                   'imagine "a red apple" --count 2')
+        first.send("train --subject rraj", 'imagine "a red apple" --count 2')
         first.expect(r"Training queued as job #1")
         first.expect(r"Images queued as job #2")
-        driver = QueueDriver(settings)
         train = driver.claim(("train",))
         driver.progress(train, 2, 4, message="Training step 2/4")
         first.process.send_signal(signal.SIGINT)
@@ -250,5 +276,4 @@ def test_ctrl_c_mid_job_says_what_stays_queued_and_the_restart_resumes_and_write
         for program in (first, locals().get("second")):
             if program is not None and program.process.poll() is None:
                 program.process.kill()
-        if driver is not None:
-            driver.close()
+        driver.close()

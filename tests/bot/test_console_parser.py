@@ -23,6 +23,9 @@ from bot.console_parser import VERBS, ParseError, help_text, parse_line
     ("forget --yes   # really", "forget", {"yes": True}),
     ("exit", "quit", {}),
     ("variation 12", "variation", {"generation": 12}),
+    ("train --subject rraj", "train", {"photos": [], "subject": "rraj"}),
+    ("wait 3", "wait", {"job": 3}),
+    ("wait", "wait", {}),
 ])
 def test_commands_parse(line, verb, args):
     parsed = parse_line(line)
@@ -81,3 +84,13 @@ def test_help_covers_every_verb():
     text = help_text()
     assert all(name in text for name in VERBS)
     assert "photos add" in help_text("photos") and "no command" in help_text("nope")
+
+
+def test_a_trailing_ampersand_runs_the_line_in_the_background():
+    queued = parse_line('imagine "a photo of rraj person" --seed 7 &')
+    assert queued.background and queued.args == {"prompt": ["a photo of rraj person"], "seed": "7"}
+    assert not parse_line("imagine a photo").background
+    assert parse_line('imagine "a & b"').args["prompt"] == ["a & b"] and not parse_line('imagine "a & b"').background
+    with pytest.raises(ParseError) as caught:
+        parse_line("&")
+    assert "goes after a command" in str(caught.value)

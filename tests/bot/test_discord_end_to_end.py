@@ -1,6 +1,6 @@
 """The whole path with the real worker and its handlers on the tiny model: /train, the job completes, the owner is
-told; then /imagine with the trigger returns an image. The worker runs in-process (a thread), settings keep it
-to a few steps."""
+told; then /imagine with the trigger returns an image. The worker runs in-process (a thread), wired as
+`python -m trainer` wires it; settings keep it to a few steps."""
 
 import pytest
 
@@ -8,12 +8,6 @@ from storage import jobs
 from tests.bot.conftest import run_worker, share_models, start_training, texts
 
 pytestmark = [pytest.mark.end_to_end, pytest.mark.slow]
-
-
-def handler_kinds() -> set[str]:
-    from trainer.handlers import HANDLERS
-
-    return set(HANDLERS)
 
 
 async def work_until_idle(world, settings) -> None:
@@ -34,15 +28,11 @@ async def train_for_real(world, settings, bot_services) -> None:
 
 
 async def test_train_with_the_real_worker(world, bot_settings, bot_services, shared_model_dirs):
-    if "train" not in handler_kinds():
-        pytest.skip("waits for the train handler in trainer.handlers")
     share_models(bot_settings, shared_model_dirs)
     await train_for_real(world, bot_settings, bot_services)
 
 
 async def test_imagine_with_the_trigger_after_real_training(world, bot_settings, bot_services, shared_model_dirs):
-    if not {"train", "generate"} <= handler_kinds():
-        pytest.skip("waits for the train and generate handlers in trainer.handlers")
     share_models(bot_settings, shared_model_dirs)
     await train_for_real(world, bot_settings, bot_services)
     queued = await world.alice.slash(world.channel, "imagine", prompt="a photo of rraj person", count=1, seed="7")

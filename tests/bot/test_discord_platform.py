@@ -12,7 +12,7 @@ EVERY_COMMAND = {"train", "train-family", "photos", "imagine", "headshots", "car
 
 async def test_commands_are_synced_to_the_allowed_guild_and_declare_where_they_work(world):
     registered = world.env.backend.commands
-    assert None not in registered or not registered[None]  # nothing global unless asked
+    assert not registered.get(None)  # nothing global unless asked
     by_name = {c["name"]: c for c in registered[GUILD_ID].values()}
     assert set(by_name) == EVERY_COMMAND
     for command in by_name.values():
@@ -70,8 +70,8 @@ async def test_autocomplete_offers_usable_triggers_styles_and_class_nouns(world,
         driver.close()
     choices = await world.alice.autocomplete(world.channel, "imagine", "prompt", "a photo of rr")
     assert "a photo of rraj person" in [c["value"] for c in choices]
-    assert await world.bob.autocomplete(world.channel, "imagine", "prompt", "a photo of rr") in (
-        [], [{"name": "a photo of rr", "value": "a photo of rr"}])  # nothing of alice's leaks to bob
+    bobs = await world.bob.autocomplete(world.channel, "imagine", "prompt", "a photo of rr")
+    assert bobs == [{"name": "a photo of rr", "value": "a photo of rr"}]  # only his own text: nothing of alice's
     nouns = await world.alice.autocomplete(world.channel, "train", "class_noun", "w")
     assert [c["value"] for c in nouns] == ["woman", "w"]
     subjects = await world.alice.autocomplete(world.channel, "share", "subject", "")

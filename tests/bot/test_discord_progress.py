@@ -58,7 +58,9 @@ async def test_500_and_429_on_edits_are_retried_and_progress_keeps_flowing(world
     world.env.inject_error("PATCH", "/channels/*/messages/*", status=500)
     world.env.inject_error("PATCH", "/channels/*/messages/*", status=429, message="You are being rate limited.")
     driver.progress(job, 2, 4)
-    await world.env.advance_time(7)  # a pass at 6 s, and room for its retries
+    await world.env.advance_time(7)  # a pass at 6 s meets the 500 (discord.py's tries are spent): no edit yet
+    assert "step 2/4" not in message(world, message_id).content
+    await world.env.advance_time(5)  # the next passes meet the 429, then get through
     assert "step 2/4" in message(world, message_id).content
     world.env.inject_error("PATCH", "/channels/*/messages/*", status=503, times=2)
     driver.progress(job, 3, 4)
@@ -82,6 +84,34 @@ async def test_a_notice_that_cannot_be_delivered_is_retried_later_and_says_it_is
     assert job_row(driver, job.id).notified
     notice = world.channel.last_message
     assert "is trained" in notice.content and "Delivered late" in notice.content
+
+
+# SimCord answers at discord.py's HTTPClient.request, below its retry loop: one injected 5xx or 429 is what reaches
+# the bot in production after discord.py's own tries (up to 5 per request) were spent.
+async def test_a_failure_discord_py_already_retried_waits_for_the_next_pass(world, driver):
+    job, _ = await queued_training(world, driver)
+    posts_path = f"/channels/{world.channel.id}/messages"
+    posts_before = len(requests_to(world.env, "POST", posts_path))
+    world.env.inject_error("POST", posts_path, status=502)
+    driver.finish_training(job)
+    await world.env.advance_time(8)
+    assert len(requests_to(world.env, "POST", posts_path)) - posts_before == 2  # no second try in the same pass
+    notice = world.channel.last_message
+    assert "is trained" in notice.content and "Delivered late" in notice.content
+    assert job_row(driver, job.id).notified
+
+
+async def test_a_503_which_discord_py_does_not_retry_is_retried_at_once(world, driver):
+    job, _ = await queued_training(world, driver)
+    posts_path = f"/channels/{world.channel.id}/messages"
+    posts_before = len(requests_to(world.env, "POST", posts_path))
+    world.env.inject_error("POST", posts_path, status=503)
+    driver.finish_training(job)
+    await world.env.advance_time(3)
+    assert len(requests_to(world.env, "POST", posts_path)) - posts_before == 2
+    notice = world.channel.last_message
+    assert "is trained" in notice.content and "Delivered late" not in notice.content
+    assert job_row(driver, job.id).notified
 
 
 async def test_finished_notice_mentions_only_the_owner(world, driver):

@@ -2,6 +2,7 @@
 
 from storage import jobs, photos, subjects
 from tests.bot.conftest import CAPTION_FIELD, PHOTO_FIELD, start_training, texts
+from tests.bot.services.conftest import add_fake_photos, add_subject
 from tests.corpus import astronaut_jpeg, camera_jpeg, cat_jpeg, coffee_jpeg, two_faces_jpeg
 
 
@@ -61,14 +62,14 @@ async def test_no_face_at_all_queues_nothing_and_says_why(world, bot_services):
 async def test_a_bad_trigger_is_refused_before_the_upload_form(world):
     result = await world.alice.slash(world.channel, "train", trigger="@everyone")
     assert result.acknowledged and result.ephemeral and result.modal is None
-    assert texts(result)
+    assert "use only lowercase letters a-z and digits 0-9" in texts(result)
 
 
 async def test_a_trigger_is_suggested_when_left_out(world, bot_services):
     result = await start_training(world, world.alice, trigger=None)
-    assert "I picked the trigger" in texts(result)
     owned = await bot_services.db.run(subjects.subjects_owned, world.alice.id)
-    assert len(owned) == 1 and owned[0].trigger in texts(result)
+    assert len(owned) == 1 and owned[0].trigger != "rraj"
+    assert f"I picked the trigger `{owned[0].trigger}` for you; write `{owned[0].trigger} person`" in texts(result)
 
 
 async def test_photos_list_add_caption_remove(world):
@@ -79,7 +80,9 @@ async def test_photos_list_add_caption_remove(world):
     shown = await world.alice.slash(world.channel, "photos add", subject="rraj")
     added = await world.alice.submit_modal(shown, {PHOTO_FIELD: [("group.jpg", two_faces_jpeg()),
                                                                  ("camera.jpg", camera_jpeg())]})
-    assert "\u274c" in texts(added) and "camera.jpg" in texts(added)
+    verdicts = texts(added).splitlines()
+    assert verdicts[0].startswith("\u274c") and "group.jpg" in verdicts[0] and "faces" in verdicts[0]
+    assert verdicts[1].startswith("\u2705") and "camera.jpg" in verdicts[1]
 
     captioned = await world.alice.slash(world.channel, "photos caption", subject="rraj", number=2,
                                         text="a photo of rraj person in black and white")
@@ -91,3 +94,20 @@ async def test_photos_list_add_caption_remove(world):
 
     stranger = await world.bob.slash(world.channel, "photos list", subject="rraj")
     assert stranger.ephemeral and "camera.jpg" not in texts(stranger)
+
+
+async def test_train_with_subject_retrains_from_stored_photos_without_an_upload_form(world, bot_services):
+    def stored_rraj(conn):
+        subject = add_subject(conn, world.alice.id, "rraj")
+        add_fake_photos(conn, subject, 2)
+
+    await bot_services.db.run(stored_rraj)
+    result = await world.alice.slash(world.channel, "train", subject="rraj")
+    assert result.acknowledged and result.modal is None
+    answer = texts(result)
+    assert "Subject `rraj` (person), 2 photo(s) in all." in answer and "queued as job #" in answer
+    active = await bot_services.db.run(jobs.active_jobs, world.alice.id)
+    assert len(active) == 1 and active[0].kind == "train" and active[0].channel_id == world.channel.id
+
+    missing = texts(await world.alice.slash(world.channel, "train", subject="nobody"))
+    assert "no subject `nobody` to retrain" in missing and "/subjects" in missing

@@ -1,4 +1,5 @@
-"""Face detection on scikit-image photos, and the FaceBox geometry that intake and generation share."""
+"""Face detection on scikit-image and matplotlib photos (upright, tilted, cut by the frame), and the FaceBox
+geometry that intake and generation share."""
 
 from __future__ import annotations
 
@@ -10,8 +11,9 @@ import pytest
 from PIL import Image
 from skimage import data as skdata
 
+from bench.face_set import face_cases, hits, non_face_cases, people, rotated
+from intake.faces import FaceBox, detect_faces, detection_scale, find_faces, haar_faces, merge_same_faces
 from tests import corpus
-from intake.faces import FaceBox, detect_faces, detection_scale, merge_same_faces
 
 
 def upscaled(pixels: np.ndarray, factor: int) -> np.ndarray:
@@ -34,7 +36,7 @@ def test_astronaut_has_one_frontal_face_in_the_upper_middle():
 
 
 def test_profile_face_is_found_when_no_frontal_one_is():
-    assert detect_faces(corpus.camera_rgb(), profiles=False) == []
+    assert detect_faces(corpus.camera_rgb(), profiles=False, tilts=()) == []
     faces = detect_faces(corpus.camera_rgb())
     assert len(faces) == 1
     cx, cy = faces[0].center
@@ -78,6 +80,33 @@ def test_concurrent_detection_matches_sequential():
     assert [len(faces) for faces in expected] == [1, 1, 0, 1]
     with ThreadPoolExecutor(max_workers=4) as pool:
         assert list(pool.map(detect_faces, images)) == expected
+
+
+@pytest.mark.parametrize("degrees", [-45, -30, 30, 45])
+def test_tilted_faces_are_found_where_haar_alone_misses_them(degrees):
+    load, mark = people()["astronaut"]
+    pixels, face = rotated(load(), degrees, mark)
+    assert not any(hits(face, box.as_tuple()) for box in haar_faces(pixels))
+    found = find_faces(pixels)
+    assert found and hits(face, found[0].box.as_tuple()), found
+
+
+def test_a_face_found_only_in_a_turned_copy_reports_that_turn():
+    load, mark = people()["cameraman"]
+    pixels, face = rotated(load(), -40, mark)
+    assert not any(hits(face, box.as_tuple()) for box in detect_faces(pixels, tilts=()))
+    found = find_faces(pixels)
+    assert found and hits(face, found[0].box.as_tuple()) and found[0].tilt != 0
+
+
+def test_detection_set_sample_recall_and_no_false_positives():
+    """A slice of bench/face_set.py (the bench runs all of it): every face found, nothing found on non-faces."""
+    faces = [case for case in face_cases(angles=(-30, 15), scales=(1.0,)) if case.person != "cameraman"]
+    assert len(faces) == 14
+    for case in faces:
+        assert any(hits(case.face, box.as_tuple()) for box in detect_faces(case.pixels)), case.name
+    for case in non_face_cases(angles=(0,))[:6]:
+        assert detect_faces(case.pixels) == [], case.name
 
 
 def test_facebox_geometry():

@@ -12,6 +12,7 @@ import pytest
 from intake.triggers import (
     CLASS_NOUNS,
     load_family_tokenizer_encode,
+    needs_face,
     normalise_trigger,
     suggest_trigger,
     trigger_skeleton,
@@ -174,7 +175,24 @@ def test_missing_tokenizer_gives_none(tmp_path):
     (tmp_path / "tokenizer").mkdir()
     assert load_family_tokenizer_encode(tmp_path) is None  # no vocabulary files
     (tmp_path / "tokenizer" / "vocab.json").write_text("{not json")
+    (tmp_path / "tokenizer" / "merges.txt").write_text("#version: 0.2\nr r\n")
     assert load_family_tokenizer_encode(tmp_path) is None  # unreadable: logged, not raised
+
+
+def test_the_classic_clip_files_encode_as_transformers_clip_tokenizer_does(tmp_path):
+    """Reading vocab.json and merges.txt with `tokenizers` alone gives CLIPTokenizer's ids (the reference)."""
+    from transformers import CLIPTokenizer
+
+    merges = ["r r", "a j</w>", "rr aj</w>", "p h", "ph o", "o t", "ot o</w>"]
+    write_clip_tokenizer(tmp_path / "tokenizer", merges)
+    folder = tmp_path / "tokenizer"
+    vocab = json.loads((folder / "vocab.json").read_text())
+    reference = CLIPTokenizer(vocab=vocab, merges=[tuple(m.split()) for m in merges])
+    encode = load_family_tokenizer_encode(tmp_path)
+    assert encode is not None
+    for text in ("rraj", "A  photo of RRAJ", "rr4j2k photo", "photo9 a", "naïve café", "sks's 42!"):
+        assert encode(text) == reference.encode(text, add_special_tokens=False), text
+    assert len(encode("rraj")) == 1
 
 
 def test_loading_the_tokenizer_does_not_import_torch(tmp_path):
@@ -182,6 +200,18 @@ def test_loading_the_tokenizer_does_not_import_torch(tmp_path):
     code = (
         "import sys; from intake.triggers import load_family_tokenizer_encode as load;"
         f"encode = load({str(tmp_path)!r}); assert encode is not None and encode('rr') != [];"
-        "assert 'torch' not in sys.modules"
+        "assert not {'torch', 'transformers'} & set(sys.modules)"
     )
     subprocess.run([sys.executable, "-c", code], cwd=ROOT, check=True, timeout=120)
+
+
+@pytest.mark.parametrize(("class_noun", "face"), [
+    ("person", True), ("woman", True), ("old man", True), ("dog", False), ("tabby cat", False),
+    ("bulldog", False), ("Puppy", False), ("parrot", False), ("catherine", True),
+])
+def test_pets_need_no_human_face(class_noun, face):
+    assert needs_face(class_noun) is face
+
+
+def test_every_pet_in_the_class_noun_list_needs_no_face():
+    assert [noun for noun in CLASS_NOUNS if not needs_face(noun)] == ["dog", "cat"]

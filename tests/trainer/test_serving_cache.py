@@ -14,7 +14,7 @@ from storage.settings import Settings
 from tests.trainer.serving_fixtures import (  # noqa: F401 (fixtures)
     lora_factory, serving_models_dir, one_torch_thread,
 )
-from trainer.serving.adapter_cache import AdapterFileError, AdapterSource, lora_layout
+from trainer.serving.adapter_cache import AdapterFileError, AdapterSource
 from trainer.serving.server import GenerationServer, Sampling
 
 PROMPT = Sampling(prompt="a photo of rraj person", negative_prompt="", width=64, height=64, steps=2, guidance=5.0,
@@ -26,7 +26,7 @@ def server(tmp_path, serving_models_dir):  # noqa: F811
     data = tmp_path / "data"
     data.mkdir()
     (data / "models").symlink_to(serving_models_dir, target_is_directory=True)
-    return GenerationServer(Settings(data_dir=data, device="cpu", adapter_cache_size=2))
+    return GenerationServer(Settings(data_dir=data, device="cpu"))
 
 
 @pytest.fixture
@@ -49,20 +49,28 @@ def base_weights_digest(pipe) -> str:
     return digest.hexdigest()
 
 
-def test_lru_eviction_order_and_delete_really_removes(server, sources):
-    server.hotswap = False
+def test_memory_is_an_lru_bounded_in_megabytes(server, sources):
     runtime = server.runtime()
     cache = runtime.adapters
-    first = runtime.use_adapters([(sources[0], 1.0)])[0]
+    runtime.use_adapters([(sources[0], 1.0)])
+    per_adapter = cache.resident_bytes
+    assert per_adapter > 0
+    cache.budget_mb = 2.5 * per_adapter / 2**20  # room for two
     runtime.use_adapters([(sources[1], 1.0)])
     runtime.use_adapters([(sources[0], 1.0)])  # a hit: a1 becomes most recent, a2 is now the LRU one
     assert cache.keys() == ["a2", "a1"] and cache.stats.hits == 1
-    second = cache.name_of("a2")
     runtime.use_adapters([(sources[2], 1.0)])
-    assert cache.keys() == ["a1", "a3"]
-    listed = runtime.pipe.get_list_adapters()["unet"]
-    assert second not in listed and first in listed and len(listed) == 2
-    assert cache.stats.deletions == 1 and cache.stats.loads == 3
+    assert cache.keys() == ["a1", "a3"] and cache.stats.evictions == 1 and cache.stats.reads == 3
+    assert cache.resident_bytes == 2 * per_adapter
+    with pytest.raises(KeyError):
+        cache.name_of("a2")
+    runtime.use_adapters([(sources[1], 1.0)])  # read again from its file
+    assert cache.stats.reads == 4 and cache.keys() == ["a3", "a2"]
+
+
+def slot_tensors(runtime, name: str) -> list[torch.Tensor]:
+    slot = next(s for s in runtime.adapters.slots.slots if s.name == name)
+    return [t for entry in slot.layers.values() for t in (entry.down, entry.up)]
 
 
 def test_switching_never_reloads_or_touches_base_weights(server, sources, monkeypatch):
@@ -80,23 +88,7 @@ def test_switching_never_reloads_or_touches_base_weights(server, sources, monkey
     runtime.use_adapters([])
     assert server.runtime() is runtime and runtime.pipe is pipe and server.pipeline_loads == 1
     assert base_weights_digest(pipe) == before
-    assert runtime.adapters.stats.hotswaps > 0
-
-
-def test_hotswapped_adapter_renders_exactly_like_a_fresh_load(server, sources, tmp_path,
-                                                               serving_models_dir):  # noqa: F811
-    runtime = server.runtime()
-    for source in sources:  # a3 is hotswapped into a1's layers
-        runtime.use_adapters([(source, 1.0)])
-    assert runtime.adapters.stats.hotswaps == 1
-    runtime.use_adapters([(sources[2], 0.7)])
-    swapped = render(runtime)
-    fresh_data = tmp_path / "fresh"
-    fresh_data.mkdir()
-    (fresh_data / "models").symlink_to(serving_models_dir, target_is_directory=True)
-    fresh = GenerationServer(Settings(data_dir=fresh_data, device="cpu", adapter_cache_size=2)).runtime()
-    fresh.use_adapters([(sources[2], 0.7)])
-    assert np.array_equal(swapped, render(fresh))
+    assert runtime.adapters.slots.stats.fills >= 9 and runtime.adapters.stats.reads == 3
 
 
 def test_adapters_change_the_output_and_weights_compose(server, sources):
@@ -119,27 +111,26 @@ def test_adapters_change_the_output_and_weights_compose(server, sources):
     assert np.array_equal(render(runtime), base)
 
 
-def test_evict_missing_drops_forgotten_adapters_from_the_pipeline(server, sources):
+def test_evict_missing_drops_forgotten_adapters_and_zeroes_their_slot(server, sources):
     runtime = server.runtime()
     runtime.use_adapters([(sources[0], 1.0), (sources[1], 1.0)])
-    gone_name = runtime.adapters.name_of("a1")
+    gone_slot, kept_slot = runtime.adapters.name_of("a1"), runtime.adapters.name_of("a2")
     assert server.cached_adapter_ids() == [1, 2]
     assert server.evict_missing({2}) == ["a1"]
-    assert gone_name not in runtime.pipe.get_list_adapters().get("unet", [])
-    assert server.cached_adapter_ids() == [2]
+    assert server.cached_adapter_ids() == [2] and "a1" not in runtime.adapters
+    assert all(not t.any() for t in slot_tensors(runtime, gone_slot))  # its weights left the model at once
+    assert any(t.any() for t in slot_tensors(runtime, kept_slot))
 
 
-def test_text_encoder_adapters_are_loaded_fresh_not_hotswapped(server, lora_factory):  # noqa: F811
-    runtime = server.runtime()
-    te_source = AdapterSource("te", lora_factory(11, text_encoder=True), adapter_id=11)
-    assert lora_layout(te_source.path, "unet") is None
-    assert lora_layout(lora_factory(1), "unet") == lora_layout(lora_factory(2), "unet")
-    assert lora_layout(lora_factory(1), "unet") != lora_layout(lora_factory(5, rank=8), "unet")
-    for seed in (1, 2):
-        runtime.use_adapters([(AdapterSource(f"a{seed}", lora_factory(seed), adapter_id=seed), 1.0)])
-    runtime.use_adapters([(te_source, 1.0)])
-    assert runtime.adapters.stats.hotswaps == 0 and runtime.adapters.stats.deletions == 1
-    assert runtime.adapters.name_of("te") in runtime.pipe.get_list_adapters()["text_encoder"]
+def test_a_file_that_is_not_a_lora_gets_a_clear_error(server, tmp_path):
+    from safetensors.torch import save_file
+
+    path = tmp_path / "notlora" / "pytorch_lora_weights.safetensors"
+    path.parent.mkdir()
+    save_file({"unet.conv_in.weight": torch.zeros(4, 4)}, str(path))
+    with pytest.raises(AdapterFileError, match="notlora"):
+        server.runtime().use_adapters([(AdapterSource("notlora", path), 1.0)])
+    assert len(server.runtime().adapters) == 0 and not server.runtime().adapters.slots.slots
 
 
 def test_a_file_that_does_not_match_its_row_is_refused(server, lora_factory, tmp_path):  # noqa: F811
@@ -154,10 +145,11 @@ def test_a_file_that_does_not_match_its_row_is_refused(server, lora_factory, tmp
 
 def test_a_request_needing_more_adapters_than_the_cache_holds_still_runs(server, sources):
     runtime = server.runtime()
-    names = runtime.use_adapters([(s, 1.0) for s in sources])  # capacity 2, three needed at once
-    assert sorted(runtime.active_adapters()) == sorted(names)
+    runtime.adapters.budget_mb = 1e-6  # smaller than one adapter
+    names = runtime.use_adapters([(s, 1.0) for s in sources])  # three needed at once
+    assert runtime.active_adapters() == names and len(set(names)) == 3 and len(runtime.adapters) == 3
     runtime.use_adapters([(sources[0], 1.0)])
-    assert len(runtime.adapters) == 2  # trimmed back on the next request
+    assert runtime.adapters.keys() == ["a1"]  # trimmed back on the next request
 
 
 @pytest.mark.parametrize("name, expected", [

@@ -133,7 +133,7 @@ def test_headshots_give_one_picture_per_prompt_and_a_contact_sheet(world, rraj):
 
 @pytest.mark.parametrize("layout", ["portrait", "landscape", "border"])
 def test_card_job_typesets_the_greeting_in_each_layout(world, rraj, layout):
-    size = {"portrait": (48, 64), "landscape": (64, 48), "border": (64, 64)}[layout]
+    size = {"portrait": (64, 64), "landscape": (48, 64), "border": (64, 48)}[layout]  # each layout's picture shape
     gen_id, job_id = world.queue(OWNER, "card", "rraj person by a fireplace", [rraj], greeting="Happy holidays!",
                                  layout=layout, width=size[0], height=size[1])
     job = world.run(job_id)
@@ -141,7 +141,7 @@ def test_card_job_typesets_the_greeting_in_each_layout(world, rraj, layout):
     key = job.result["outputs"][0]
     assert world.store.size(key) < 10 * 1024 * 1024
     card = image_at(world, key)
-    spec = card_layout(layout, kinds.CARD_LONG_SIDE)
+    spec = card_layout(layout, kinds.CARD_LONG_SIDE, size)
     assert card.size == spec.size
     box = np.asarray(card.convert("RGB")).astype(int)[spec.text.top:spec.text.bottom, spec.text.left:spec.text.right]
     assert (np.abs(box - np.array(spec.ink)).sum(axis=2) < 60).sum() > 1000

@@ -89,6 +89,18 @@ def test_bad_config_is_rejected_with_field_and_fix(overrides, field, hint):
     assert any(p.startswith(f"{field}:") and hint in p for p in problems), problems
 
 
+def test_the_job_config_and_the_settings_refuse_a_bad_device_in_the_same_words():
+    from storage.settings import Settings
+
+    with pytest.raises(ValidationError) as caught:
+        Settings(_env_file=None, device="gpu0")
+    settings_problem = caught.value.errors()[0]["msg"]
+    assert settings_problem.endswith("must be auto, cpu, cuda, cuda:N or mps")
+    assert any(p == "device: must be auto, cpu, cuda, cuda:N or mps" for p in _problems(device="gpu0")), \
+        _problems(device="gpu0")
+    assert _config(device="cuda:1").device == "cuda:1" and Settings(_env_file=None, device="mps").device == "mps"
+
+
 def test_every_problem_is_reported_once_each():
     problems = _problems(rank=0, steps=-1, learning_rate=0)
     assert sorted(p.split(":")[0] for p in problems) == ["learning_rate", "rank", "steps"]

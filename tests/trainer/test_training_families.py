@@ -86,7 +86,11 @@ def test_kohya_export_where_diffusers_has_a_converter(trained):
         assert any(k.endswith(".lora_down.weight") for k in kohya)
         alphas = [v for k, v in kohya.items() if k.endswith(".alpha")]
         assert alphas and all(float(a) == config.alpha for a in alphas)
-        assert read_metadata(result.kohya_path)["ss_network_dim"] == "4"
+        header = read_metadata(result.kohya_path)
+        assert header["ss_network_dim"] == "4" and header["ss_output_name"] == "likeness-rraj"
+        assert header["ss_num_train_images"] == str(len(config.subjects[0].photos))
+        assert float(header["ss_learning_rate"]) == config.learning_rate
+        assert json.loads(header["ss_tag_frequency"])["1_rraj person"]["rraj"] == len(config.subjects[0].photos)
         assert result.metadata["kohya_export"] == "written"
     _, flux, _ = trained["tiny-flux"]
     assert flux.kohya_path is None and flux.metadata["kohya_export"].startswith("unavailable:")

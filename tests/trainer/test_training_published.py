@@ -41,3 +41,23 @@ def test_random_module_initialises_every_parameter():
     norm = dict(model.named_modules())["final_layer_norm"]
     assert torch.equal(norm.weight, torch.ones_like(norm.weight))
     assert model(torch.tensor([[1, 2, 3]])).last_hidden_state.isfinite().all()
+
+
+def test_reduced_flux_has_the_published_widths_and_fewer_blocks():
+    transformer, t5 = published.flux_architecture(published.REDUCED_FLUX_DEPTH)
+    full_transformer, full_t5 = published.flux_architecture()
+    widths = ("attention_head_dim", "num_attention_heads", "joint_attention_dim", "pooled_projection_dim",
+              "in_channels", "axes_dims_rope")
+    assert {k: transformer[k] for k in widths} == {k: full_transformer[k] for k in widths}
+    assert {k: t5[k] for k in ("d_model", "d_ff", "num_heads", "d_kv")} == {k: full_t5[k] for k in
+                                                                          ("d_model", "d_ff", "num_heads", "d_kv")}
+    assert (transformer["num_layers"], transformer["num_single_layers"], t5["num_layers"]) == (1, 2, 2)
+    full_depth = (full_transformer["num_layers"], full_transformer["num_single_layers"], full_t5["num_layers"])
+    assert full_depth == (19, 38, 24)
+    count = _parameters(lambda: FluxTransformer2DModel(**transformer))
+    assert 0 < count < 11_901_408_320 / 10
+
+
+def test_only_flux_has_a_reduced_build(tmp_path):
+    with pytest.raises(ValueError, match="only flux"):
+        published.build_published_model("sdxl", tmp_path, reduced=True)

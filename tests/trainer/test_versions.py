@@ -12,8 +12,7 @@ from trainer.training.run import _add_adapters
 from trainer.versions import FIX, dependency_problem, drift_warning, lock_file
 
 # What transformers 5.24 raises from add_adapter with peft 0.21.
-TRANSFORMERS_PEFT_ERROR = ("The version of PEFT you are using is not compatible, please use a version that is "
-                           "greater than 0.22.0")
+TRANSFORMERS_PEFT_ERROR = "The version of PEFT you are using is not compatible, please use a version >= 0.22.0"
 
 
 def test_the_locked_environment_gives_no_warning():
@@ -34,7 +33,12 @@ def test_a_differing_library_gets_one_line_naming_it(tmp_path):
 def test_the_peft_version_error_names_package_versions_and_fix():
     problem = dependency_problem(ValueError(TRANSFORMERS_PEFT_ERROR))
     assert problem == (f"The installed peft {metadata.version('peft')} does not fit transformers "
-                       f"{metadata.version('transformers')}, which needs peft newer than 0.22.0. {FIX}")
+                       f"{metadata.version('transformers')}, which needs peft >= 0.22.0. {FIX}")
+
+
+def test_a_version_stated_in_words_is_quoted():
+    problem = dependency_problem(ValueError("this peft is too old, use a version greater than 0.30.1"))
+    assert problem is not None and "needs peft newer than 0.30.1" in problem
 
 
 def test_a_specifier_in_the_message_is_quoted():

@@ -44,7 +44,7 @@ def main(argv: list[str] | None = None) -> int:
         signal.signal(sig, lambda *_: dispatcher.request_stop())
     try:
         dispatcher.start()
-    except ConnectionError as error:
+    except (ConnectionError, RuntimeError) as error:
         log.error("could not join the Ray cluster at %s: %s", settings.cluster_address, error)
         return 3
     dispatcher.run_until_stopped()

@@ -9,19 +9,30 @@ from __future__ import annotations
 
 import errno
 import logging
+import threading
 import time
-from dataclasses import dataclass
+from collections import OrderedDict
 from typing import Any
 
+import ray
+
+from intake.captions import blocked_word
 from storage import adapters, consent, generations, jobs
 from storage.db import transaction
 from storage.files import generation_root
 from storage.generations import Generation
 from trainer.cluster.replica import GenerationReply, GenerationRequest, adapter_set_id, plan_sources
 from trainer.job_api import JobContext, JobError, JobOutcome
-from intake.captions import blocked_word
-from trainer.serving.job import BAD_PAYLOAD, DAMAGED, DISK_FULL, MODEL_UNAVAILABLE, OUT_OF_MEMORY, WITHHELD
-from trainer.serving.job import write_outputs
+from trainer.serving.adapter_cache import AdapterSource
+from trainer.serving.job import (
+    BAD_PAYLOAD,
+    DAMAGED,
+    DISK_FULL,
+    MODEL_UNAVAILABLE,
+    OUT_OF_MEMORY,
+    WITHHELD,
+    write_outputs,
+)
 from trainer.serving.kinds import estimated_steps
 from trainer.serving.requests import ConsentRevoked, RenderPlan, build_plan
 from trainer.serving.safety import blocked_message
@@ -35,11 +46,25 @@ ERRORS = {"damaged": DAMAGED, "out_of_memory": OUT_OF_MEMORY, "model_unavailable
           "withheld": WITHHELD}
 
 
-@dataclass(frozen=True)
 class GenerationGateway:
-    """The Serve deployment handle, shared by the dispatcher's generation slots (kept in worker.resources)."""
+    """The Serve deployment handle, shared by the dispatcher's generation slots (kept in worker.resources), and
+    the adapter files already put into Ray's object store: a replica fetches a file only when it lacks it."""
 
-    handle: Any
+    def __init__(self, handle: Any, keep_files: int = 64) -> None:
+        self.handle = handle
+        self.keep_files = keep_files
+        self._files: OrderedDict[str, Any] = OrderedDict()  # AdapterSource.key -> ObjectRef of the file's bytes
+        self._lock = threading.Lock()
+
+    def adapter_file(self, source: AdapterSource) -> Any:
+        with self._lock:
+            ref = self._files.get(source.key)
+            if ref is None:  # the key names the content (ids and sha256), so a replaced file gets a new key
+                ref = self._files[source.key] = ray.put(source.path.read_bytes())
+            self._files.move_to_end(source.key)
+            while len(self._files) > self.keep_files:
+                self._files.popitem(last=False)
+            return ref
 
 
 def run_remote_generation(ctx: JobContext) -> JobOutcome:
@@ -53,11 +78,11 @@ def run_remote_generation(ctx: JobContext) -> JobOutcome:
     word = blocked_word([plan.prompt, plan.greeting or "", *plan.headshot_prompts], ctx.settings.prompt_blocklist)
     if word is not None:
         raise JobError(blocked_message(word))
+    gateway: GenerationGateway = ctx.worker.resources[GATEWAY_RESOURCE]
     request = GenerationRequest(
-        plan=plan, adapter_files={s.key: s.path.read_bytes() for s in plan_sources(plan)},
+        plan=plan, adapter_files={s.key: gateway.adapter_file(s) for s in plan_sources(plan)},
         source_picture=ctx.store.read_bytes(plan.source_key) if plan.source_key else None,
     )
-    gateway: GenerationGateway = ctx.worker.resources[GATEWAY_RESOURCE]
     response = gateway.handle.options(multiplexed_model_id=adapter_set_id(plan)).render.remote(request)
     ctx.lease.report(step=0, total=estimated_steps(plan), message="Rendering on the cluster")
     reply, stopped = wait_for_reply(ctx, gen, response)

@@ -3,7 +3,8 @@
 Routing is Ray Serve's model multiplexing: the dispatcher names the request's adapter set as its multiplexed model
 id, and Serve sends it to a replica that already has that set loaded (its own LRU of `adapter_cache_size` sets).
 The adapters themselves live in the replica's GenerationServer (trainer.serving), the same code local mode uses.
-A replica has no database and no store: the request carries the adapter files and any input picture.
+A replica has no database and no store: the request carries the adapter files (as references into Ray's object
+store, fetched only by a replica that lacks them) and any input picture.
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
+import ray
 from ray import serve
 
 from storage.files import FileStore, atomic_path
@@ -37,7 +39,7 @@ APPLICATION = "likeness"
 @dataclass(frozen=True)
 class GenerationRequest:
     plan: RenderPlan  # adapter paths are the bot host's; the replica rewrites them to its own copies
-    adapter_files: dict[str, bytes]  # AdapterSource.key -> the LoRA file
+    adapter_files: dict[str, Any]  # AdapterSource.key -> ObjectRef of the LoRA file, fetched only when missing here
     source_picture: bytes | None = None  # variations and upscales: the parent picture (store key plan.source_key)
 
 
@@ -68,6 +70,10 @@ class GenerationReplica:
         self.store = FileStore(self.scratch / "store")
         self.executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="render")  # one pipeline, one render
         self.replica = serve.get_replica_context().replica_id.unique_id
+        try:  # loaded now, so a replica counts as ready only once it can render
+            self.server.runtime(self.settings.model_family)
+        except (OSError, ValueError) as error:  # reported per request, as in local mode
+            log.error("could not load the %s base model: %s", self.settings.model_family, error)
 
         async def load_adapter_set(model_id: str) -> str:
             return model_id  # the weights load on first use, into the server's own LRU
@@ -129,7 +135,7 @@ class GenerationReplica:
             path = self.scratch / "adapters" / source.key / Path(source.path).name
             if not path.is_file():
                 with atomic_path(path) as staging:
-                    staging.write_bytes(request.adapter_files[source.key])
+                    staging.write_bytes(ray.get(request.adapter_files[source.key]))
             local[source.key] = replace(source, path=path)
         if request.source_picture is not None and request.plan.source_key:
             self.store.write_bytes(request.plan.source_key, request.source_picture)
@@ -168,4 +174,6 @@ def start_generation_service(settings: Settings):
         ray_actor_options=replica_options(settings), max_ongoing_requests=4,
     )
     data = settings.model_dump(exclude={"discord_token"})  # never the secret
-    return serve.run(deployment.bind(data), name=APPLICATION, route_prefix=None)
+    # Not waiting for every replica: with fewer nodes than replicas, requests go to those that are up.
+    target = serve.RunTarget(deployment.bind(data), name=APPLICATION, route_prefix=None)
+    return serve.run_many([target], wait_for_applications_running=False)[0]

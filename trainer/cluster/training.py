@@ -20,8 +20,8 @@ from ray.exceptions import RayActorError
 from storage import files, jobs, subjects
 from storage.files import FileStore, UnsafePathError
 from trainer.cluster.training_node import CHECKPOINT_FILE, NodeEvent, TrainingNode, TrainingShipment
-from trainer.job_api import JobContext, JobError, JobOutcome
 from trainer.families import get_family
+from trainer.job_api import JobContext, JobError, JobOutcome
 from trainer.train_job import (
     GONE,
     JobHooks,

@@ -1,8 +1,8 @@
 """Image (and text) embedders for subject and prompt fidelity, each used only when it exists offline.
 
-- Face identity: dlib's ResNet face descriptor (128-d), from the optional extra `face` (`dlib` plus the
-  PyPI sdist `face_recognition_models`, whose `.dat` files are found in its package folder without importing it,
-  because its `__init__` needs `pkg_resources`). Images whose face dlib cannot find count as not the person.
+- Face identity, on by default: dlib's ResNet face descriptor (128-d) through intake's detector, landmarks and
+  descriptor (intake.faces, intake.face_landmarks; `dlib-bin` and `face_recognition_models` are main dependencies),
+  the same measure intake uses to keep one person per subject. Images with no face found count as not the person.
 - DINO (ViT CLS token) and CLIP (image and text towers) through transformers, from local folders only
   (`local_files_only=True`: nothing is ever downloaded).
 - Fallback, always available: pixel similarity of face regions (Haar box when OpenCV finds a face, else the
@@ -14,7 +14,6 @@ Every similarity returns a [generated, reference] matrix in [0, 1]-ish units whe
 from __future__ import annotations
 
 import functools
-import importlib.util
 import logging
 from dataclasses import dataclass
 from pathlib import Path
@@ -23,12 +22,15 @@ from typing import Protocol
 import numpy as np
 from PIL import Image
 
+from intake.face_landmarks import DESCRIPTOR_FILE, LANDMARKS_FILE, FaceModelsMissing, face_identity, model_folder
+from intake.faces import FaceBox, FoundFace, detect_faces, find_faces
+from intake.rules import IntakeRules
 from trainer.evaluation.metrics import as_array, cosine_similarity, euclidean_distances, structural_distance
 
 log = logging.getLogger(__name__)
 
-FACE_DESCRIPTOR_FILE = "dlib_face_recognition_resnet_model_v1.dat"
-FACE_LANDMARKS_FILE = "shape_predictor_5_face_landmarks.dat"
+FACE_DESCRIPTOR_FILE = DESCRIPTOR_FILE
+FACE_LANDMARKS_FILE = LANDMARKS_FILE
 FALLBACK_METHOD = "fallback: pixel similarity (SSIM) of face regions (no face-identity, DINO or CLIP model installed)"
 
 
@@ -63,9 +65,7 @@ class FacePixelSimilarity:
 
 
 def face_region(image: Image.Image, size: int = 64) -> np.ndarray:
-    """The largest Haar-detected face (with a little margin) as a size x size array, else the whole image."""
-    from intake.faces import detect_faces
-
+    """The largest detected face (with a little margin) as a size x size array, else the whole image."""
     rgb = np.asarray(image.convert("RGB"))
     faces = detect_faces(rgb, profiles=False) if min(rgb.shape[:2]) >= 48 else []
     if faces:
@@ -175,14 +175,18 @@ def load_dino(path: str) -> DinoModel:
 
 def face_model_dir(configured: str | Path | None = None) -> Path | None:
     """Where dlib's face model files are: a configured folder, else the face_recognition_models package."""
-    candidates = [Path(configured)] if configured else []
-    spec = importlib.util.find_spec("face_recognition_models")  # finds the folder without running __init__
-    if spec is not None and spec.submodule_search_locations:
-        candidates += [Path(location) / "models" for location in spec.submodule_search_locations]
-    for folder in candidates:
-        if (folder / FACE_DESCRIPTOR_FILE).is_file() and (folder / FACE_LANDMARKS_FILE).is_file():
-            return folder
-    return None
+    try:
+        return model_folder(configured)
+    except FaceModelsMissing:
+        return None
+
+
+def _crop_face(width: int, height: int) -> FoundFace:
+    """Where the face is in one of our training crops when the detector misses it (intake.aligned_crop)."""
+    rules = IntakeRules.for_family("sd15")
+    side = min(width, height) / (1 + 2 * rules.margin)
+    return FoundFace(FaceBox(round(width / 2 - side / 2), round(height * rules.face_center_at - side / 2),
+                             round(side), round(side)))
 
 
 class FaceIdentitySimilarity:
@@ -191,27 +195,20 @@ class FaceIdentitySimilarity:
 
     key = "face_identity"
     aggregate = "pairwise"
+    method = "face identity (dlib ResNet descriptors; above 0.4 is usually the same person)"
 
     def __init__(self, folder: Path):
-        import dlib
-
-        self.method = "face identity (dlib ResNet descriptors; above 0.4 is usually the same person)"
-        self.detector = dlib.get_frontal_face_detector()
-        self.landmarks = dlib.shape_predictor(str(folder / FACE_LANDMARKS_FILE))
-        self.encoder = dlib.face_recognition_model_v1(str(folder / FACE_DESCRIPTOR_FILE))
+        self.folder = Path(folder)
         self.faces_found: tuple[int, int] = (0, 0)
 
     def descriptor(self, image: Image.Image, whole_image_if_none: bool) -> np.ndarray | None:
-        import dlib
-
         rgb = np.ascontiguousarray(np.asarray(image.convert("RGB")))
-        found = self.detector(rgb, 1)
-        if not found:
+        faces = find_faces(rgb)
+        if not faces:
             if not whole_image_if_none:
                 return None
-            found = [dlib.rectangle(0, 0, rgb.shape[1] - 1, rgb.shape[0] - 1)]  # crops are face-centred
-        box = max(found, key=lambda r: r.width() * r.height())
-        return np.array(self.encoder.compute_face_descriptor(rgb, self.landmarks(rgb, box)))
+            faces = [_crop_face(rgb.shape[1], rgb.shape[0])]  # training crops are face-centred
+        return face_identity(rgb, faces[0], self.folder).descriptor
 
     def similarity(self, generated: list[Image.Image], references: list[Image.Image]) -> np.ndarray:
         refs = [d for d in (self.descriptor(i, True) for i in references) if d is not None]
@@ -232,7 +229,8 @@ def load_face_identity(folder: str) -> FaceIdentitySimilarity:
 
 
 def dlib_available() -> bool:
-    return importlib.util.find_spec("dlib") is not None
+    """dlib is a main dependency (dlib-bin); kept so callers can still ask."""
+    return True
 
 
 # --------------------------------------------------------------------------- choosing

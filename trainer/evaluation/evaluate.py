@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -36,6 +36,36 @@ DEFAULT_SEEDS = (9001, 9002)
 ADAPTER_NAME = "likeness_evaluation"
 PLOT_NAME = "training.png"
 CLIP_SETTING = "LIKENESS_CLIP_MODEL_PATH"
+
+
+class EvaluationStopped(Exception):
+    """Measuring ended between two renders because `should_stop` said so (a cancel, or the worker stopping)."""
+
+    def __init__(self, reason: str) -> None:
+        super().__init__(reason)
+        self.reason = reason
+
+
+ProgressFn = Callable[[int, int], None]  # (renders done, renders in all)
+StopFn = Callable[[], str | None]  # a reason to stop, or None
+
+
+@dataclass
+class _Renders:
+    """Counts the evaluation's renders for its progress, and stops between them when asked."""
+
+    total: int
+    on_progress: ProgressFn | None
+    should_stop: StopFn | None
+    done: int = 0
+
+    def tick(self, count: int = 1) -> None:
+        self.done += count
+        if self.on_progress is not None:
+            self.on_progress(self.done, self.total)
+        reason = self.should_stop() if self.should_stop is not None else None
+        if reason:
+            raise EvaluationStopped(reason)
 
 
 @dataclass(frozen=True)
@@ -80,10 +110,12 @@ def evaluate_adapter(family: str, model_path: str | None, models_dir: Path | Non
                      subjects: Sequence[EvaluationSubject], *, device: str = "auto",
                      loss_history: Sequence[float] = (), preview_history: Mapping | None = None,
                      out_dir: Path | None = None, options: EvaluationOptions = EvaluationOptions(),
-                     pipeline=None, plot: bool = True) -> EvaluationReport:
+                     pipeline=None, plot: bool = True, on_progress: ProgressFn | None = None,
+                     should_stop: StopFn | None = None) -> EvaluationReport:
     """Measure one stored adapter. `pipeline` may be a loaded base pipeline of this family without adapters (it is
     handed back without any); otherwise one is loaded and released here. Raises on failure: the caller keeps the
-    adapter regardless."""
+    adapter regardless. `on_progress(done, total)` follows the renders (loading the pipeline counts as the first);
+    `should_stop` is asked after each, and a reason ends measuring with EvaluationStopped."""
     if not subjects or not options.seeds:
         raise ValueError("evaluation needs at least one subject and one seed")
     started = time.perf_counter()
@@ -91,11 +123,15 @@ def evaluate_adapter(family: str, model_path: str | None, models_dir: Path | Non
     plot_path = _write_plot(plot_png, out_dir) if plot_png else None
     models = available_models(options.clip_model_path, options.dino_model_path, options.face_model_dir)
     model_family = get_family(family)
+    drift_prompts, triggered = _prompts(subjects, options)
+    renders = _Renders(1 + 2 * len(drift_prompts + triggered), on_progress, should_stop)
+    renders.tick(0)
     owned = pipeline is None
     pipe = pipeline if pipeline is not None else _load_pipeline(model_family, model_path, models_dir, device,
                                                                 options.quantize_nf4)
     try:
-        base, adapted = _render_both(pipe, model_family, adapter_path, subjects, options)
+        renders.tick()
+        base, adapted = _render_both(pipe, model_family, adapter_path, drift_prompts + triggered, options, renders)
     finally:
         if owned:
             del pipe
@@ -118,19 +154,26 @@ def _prompts(subjects: Sequence[EvaluationSubject], options: EvaluationOptions) 
     return drift, triggered
 
 
-def _render_both(pipe, family, adapter_path: Path, subjects, options: EvaluationOptions):
-    drift_prompts, triggered = _prompts(subjects, options)
+def _render_each(pipe, prompts: Sequence[str], seeds, kwargs: dict, renders: _Renders) -> list[RenderedPrompt]:
+    rendered = []
+    for prompt in prompts:
+        rendered += render(pipe, [prompt], seeds, kwargs)
+        renders.tick()
+    return rendered
+
+
+def _render_both(pipe, family, adapter_path: Path, prompts: list[str], options: EvaluationOptions,
+                 renders: _Renders):
     kwargs = family.generation_kwargs(options.resolution)
     if options.inference_steps:
         kwargs["num_inference_steps"] = options.inference_steps
-    prompts = drift_prompts + triggered
     if any(pipe.get_list_adapters().values()):
         raise ValueError("evaluate_adapter needs a base pipeline without LoRA adapters loaded")
-    base = render(pipe, prompts, options.seeds, kwargs)
+    base = _render_each(pipe, prompts, options.seeds, kwargs, renders)
     pipe.load_lora_weights(str(adapter_path.parent), weight_name=adapter_path.name, adapter_name=ADAPTER_NAME)
     try:
         pipe.set_adapters([ADAPTER_NAME], [1.0])
-        adapted = render(pipe, prompts, options.seeds, kwargs)
+        adapted = _render_each(pipe, prompts, options.seeds, kwargs, renders)
     finally:
         pipe.delete_adapters([ADAPTER_NAME])
     return base, adapted

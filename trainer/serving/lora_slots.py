@@ -1,36 +1,45 @@
 """A fixed set of LoRA slots on a resident pipeline: adapters are copied into them in place, never loaded.
 
-A slot is one peft LoRA adapter, created once through diffusers (`load_lora_weights` with zero weights) on every
-module any adapter it has held touches, at the largest rank it has held (at least `min_rank`). Switching a slot to
-another adapter copies that adapter's tensors into the slot's weights (zero-padded when its rank is smaller, zero
-where it has no module) and sets each layer's scaling to what peft's `set_scale` gives for that adapter and
-weight. No peft layer is created or deleted, no base weight is touched, and the cost depends on the slot's layers,
-not on how many adapters wait in memory. peft's own `hotswap_adapter_from_state_dict` does the same copy but walks
-the whole model's `state_dict()` on every call (about as long as `set_adapters` with 8 adapters on the tiny UNet),
-so the slot keeps references to its layers instead.
+A slot is one peft LoRA adapter, created through diffusers (`load_lora_weights` of zero weights) on the modules
+and at the ranks of the adapters it holds. Switching a slot to another adapter copies that adapter's tensors into
+the slot's weights (zero where the adapter has no module) and sets each layer's scaling to what peft's
+`set_scale` gives for that adapter and weight. No peft layer is created or deleted, no base weight is touched, and
+the cost depends on the slot's layers, not on how many adapters wait in memory. peft's own
+`hotswap_adapter_from_state_dict` does the same copy but walks the whole model's `state_dict()` on every call (as
+long as `set_adapters` with 8 adapters resident, on the tiny UNet), so a slot keeps references to its layers.
 
-A slot is rebuilt (deleted and created again, wider) only when an adapter has a module or rank it lacks; with
-`torch.compile` that is the one moment the denoiser recompiles. Compiled: every slot stays active in a fixed order,
-scalings are tensors (peft's `prepare_model_for_compiled_hotswap`) filled in place, and an unused slot is zeroed.
-Eager: only the slots in use are active, in request order, so a render equals a fresh `load_lora_weights` +
-`set_adapters` bit for bit.
+Eager (the default off CUDA): a slot takes only adapters of its exact ranks, because zero-padding a smaller rank
+changes the float summation order and so a grey level here and there; only the slots in use are active, in
+request order, so a picture equals a fresh `load_lora_weights` + `set_adapters` bit for bit. Compiled: slots are
+padded to the largest rank seen (at least `min_rank`, as diffusers' `enable_lora_hotswap(target_rank=...)` does),
+every slot stays active in a fixed order, scalings are tensors (peft's `prepare_model_for_compiled_hotswap`)
+filled in place, and an unused slot is zeroed, so no switch recompiles. A slot is built or widened only when no
+free slot can take an adapter; compiled, that is the one moment the denoiser recompiles.
 """
 
 from __future__ import annotations
 
 import logging
+import warnings
 from collections.abc import Mapping, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 
 import torch
+from diffusers.utils import logging as diffusers_logging
 from peft.tuners.lora import LoraLayer
 from peft.utils.hotswap import prepare_model_for_compiled_hotswap
+from transformers.utils import logging as transformers_logging
 
 from trainer.serving.lora_tensors import LoraTensors, ModuleKey
 
 log = logging.getLogger(__name__)
 
 SLOT_PREFIX = "lkslot"
+# Eager slots keep each adapter's own ranks (zero-padding a smaller rank changes the float summation order, so the
+# picture would differ from a fresh load by a grey level here and there); so up to this many slots of different
+# layouts are kept before a free one is rebuilt. Inactive slots cost memory only, no compute.
+EAGER_SLOT_LIMIT = 8
 
 
 @dataclass
@@ -50,10 +59,13 @@ class Slot:
     def shapes(self) -> dict[ModuleKey, tuple[torch.Size, torch.Size]]:
         return {key: (entry.down.shape, entry.up.shape) for key, entry in self.layers.items()}
 
-    def fits(self, tensors: LoraTensors) -> bool:
+    def fits(self, tensors: LoraTensors, exact: bool) -> bool:
+        """Every module of `tensors` has a layer here of at least its rank (`exact`: of its very rank)."""
         for key, module in tensors.modules.items():
             entry = self.layers.get(key)
             if entry is None or entry.down.shape[0] < module.rank or entry.up.shape[1] < module.rank:
+                return False
+            if exact and entry.down.shape[0] != module.rank:
                 return False
             if entry.down.shape[1:] != module.down.shape[1:] or entry.up.shape[0] != module.up.shape[0]:
                 return False
@@ -127,7 +139,7 @@ class SlotBank:
         chosen: list[Slot | None] = [self._holding(key) for key, _, _ in uses]
         for index, (key, tensors, weight) in enumerate(uses):
             slot = chosen[index]
-            if slot is not None and not slot.fits(tensors):
+            if slot is not None and not slot.fits(tensors, exact=not self.compiled):
                 slot = None  # the same key cannot change shape, but be safe
             if slot is None:
                 slot = self._free_slot(tensors, busy=[s for s in chosen if s is not None])
@@ -147,6 +159,10 @@ class SlotBank:
         slot = self._holding(key)
         if slot is not None:
             slot.zero()
+
+    def forget_active(self) -> None:
+        """After a failed placement: set the active slots again on the next request."""
+        self._active = None
 
     def active(self) -> list[str]:
         return list(self._active or [])
@@ -168,10 +184,11 @@ class SlotBank:
     def _free_slot(self, tensors: LoraTensors, busy: list[Slot]) -> Slot:
         free = sorted((s for s in self.slots if all(s is not b for b in busy)), key=lambda s: s.last_used)
         for slot in free:
-            if slot.fits(tensors):
+            if slot.fits(tensors, exact=not self.compiled):
                 return slot
-        if free:  # widen the least recently used free slot
-            return self._build(free[0].name, _union(free[0].shapes(), tensors.shapes()), replace=free[0])
+        if free and (self.compiled or len(self.slots) >= EAGER_SLOT_LIMIT):  # rebuild the least recent free one
+            shapes = _union(free[0].shapes(), tensors.shapes()) if self.compiled else tensors.shapes()
+            return self._build(free[0].name, shapes, replace=free[0])
         return self._build(f"{SLOT_PREFIX}{len(self.slots)}", tensors.shapes())
 
     def _build(self, name: str, shapes: dict, replace: Slot | None = None) -> Slot:
@@ -180,10 +197,11 @@ class SlotBank:
             self.slots.remove(replace)
         template = {}
         for (component, module), (down, up) in shapes.items():
-            rank = max(down[0], self.min_rank)
+            rank = max(down[0], self.min_rank) if self.compiled else down[0]
             template[f"{component}.{module}.lora_A.weight"] = torch.zeros((rank, *down[1:]))
             template[f"{component}.{module}.lora_B.weight"] = torch.zeros((up[0], rank, *up[2:]))
-        self.pipe.load_lora_weights(template, adapter_name=name)
+        with _quiet_loaders():  # transformers reports the zero template's text-encoder keys as "missing"
+            self.pipe.load_lora_weights(template, adapter_name=name)
         layers = {}
         for component, model in self.components.items():
             for path, module in model.named_modules():
@@ -213,6 +231,20 @@ class SlotBank:
         for layer in self._layers:
             layer.set_adapter(names, inference_mode=True)
         self._active = names
+
+
+@contextmanager
+def _quiet_loaders():
+    previous = (transformers_logging.get_verbosity(), diffusers_logging.get_verbosity())
+    transformers_logging.set_verbosity_error()
+    diffusers_logging.set_verbosity_error()
+    try:
+        with warnings.catch_warnings():  # peft: "Already found a `peft_config` attribute": slots are many adapters
+            warnings.simplefilter("ignore", UserWarning)
+            yield
+    finally:
+        transformers_logging.set_verbosity(previous[0])
+        diffusers_logging.set_verbosity(previous[1])
 
 
 def _union(first: dict, second: dict) -> dict:

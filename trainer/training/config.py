@@ -17,10 +17,10 @@ from typing import Literal
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from intake.family_specs import FAMILY_NAMES, SPECS, FamilySpec
+from storage.settings import check_device
 
 _TRIGGER = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_-]{0,63}$")
 _NOUN = re.compile(r"^[A-Za-z][A-Za-z -]{0,63}$")
-_DEVICE = re.compile(r"^(auto|cpu|mps|cuda(:\d+)?)$")
 # Fields that take the family's default when not given (name in TrainConfig -> FamilyDefaults).
 _DEFAULTED = (
     "resolution", "steps", "learning_rate", "rank", "alpha", "target_modules", "gradient_checkpointing",
@@ -190,9 +190,7 @@ class TrainConfig(BaseModel):
     @field_validator("device")
     @classmethod
     def _device_known(cls, value: str) -> str:
-        if not _DEVICE.match(value):
-            raise ValueError("use 'auto', 'cpu', 'cuda' or 'cuda:N'")
-        return value
+        return check_device(value)
 
     @model_validator(mode="after")
     def _check_combinations(self) -> TrainConfig:

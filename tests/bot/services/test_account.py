@@ -2,16 +2,19 @@
 
 from __future__ import annotations
 
+import hashlib
 import io
 import zipfile
 
 import pytest
+from safetensors.numpy import load as load_safetensors
 
 from bot.services import ImagineOptions, ServiceError, Upload
+from bot.services.training import TrainRequest
 from storage.forget import sweep_forgotten
 from storage.jobs import claim_next_job, finish_job
 from storage.subjects import get_subject
-from tests.bot.services.conftest import add_subject, give_adapter, requester
+from tests.bot.services.conftest import add_subject, give_adapter, lora_file_bytes, requester
 from tests.corpus import astronaut_jpeg, camera_jpeg
 
 ALICE, BOB = 101, 202
@@ -33,7 +36,12 @@ async def test_export_zips_the_newest_adapter_with_a_readme(services):
     assert names == {"pytorch_lora_weights.safetensors", "metadata.json", "loss.png", "README.txt"}
     assert set(bundle.files) == names
     assert "rraj person" in readme and "identity_similarity" in readme and "0.77" in readme
-    assert weights.startswith(b"\x00") or len(weights) > 8
+    assert weights == lora_file_bytes()  # the stored weights, byte for byte
+    assert sorted(load_safetensors(weights)) == ["unet.down.to_q.lora_A.weight", "unet.down.to_q.lora_B.weight"]
+    tensor_data = weights[8 + int.from_bytes(weights[:8], "little"):]  # A1111's LoRA hash skips the header
+    assert f"LoRA hash (A1111, Civitai AutoV3: SHA-256 of the tensor data): {hashlib.sha256(tensor_data).hexdigest()}" \
+        in readme
+    assert hashlib.sha256(weights).hexdigest() not in readme  # the whole-file hash depends on the header
     rows = await services.db.run(lambda c: c.execute("SELECT user_id, path FROM exports").fetchall())
     assert [tuple(r) for r in rows] == [(ALICE, services.store.relative(bundle.path))]
 
@@ -76,8 +84,8 @@ async def footprint(services, user_id: int) -> dict[str, int]:
 
 
 async def test_forget_reports_counts_and_leaves_nothing(services):
-    outcome = await services.training.start(
-        requester(ALICE), "rraj", "person", None, [Upload("a.jpg", astronaut_jpeg()), Upload("c.jpg", camera_jpeg())])
+    outcome = await services.training.start(requester(ALICE), TrainRequest(
+        trigger="rraj", uploads=(Upload("a.jpg", astronaut_jpeg()), Upload("c.jpg", camera_jpeg()))))
     subject = await services.db.run(get_subject, outcome.subject.subject_id)
     await services.db.run(give_adapter, services.store, subject)
     await services.sharing.share(requester(ALICE), "rraj", user_id=BOB)
@@ -88,7 +96,8 @@ async def test_forget_reports_counts_and_leaves_nothing(services):
     report = await services.account.forget(requester(ALICE))
     assert not report.nothing_stored and not report.finishing
     assert (report.subjects, report.photos, report.adapters, report.grants) == (1, 2, 1, 1)
-    assert report.generations == 1 and report.jobs_stopped == 2  # her training job and her generation
+    assert report.generations == 2  # hers, and Bob's picture of her (deleted too)
+    assert report.jobs_stopped == 2  # her training job and her generation
     assert set((await footprint(services, ALICE)).values()) == {0}
     assert services.store.list_files("users/101") == []
     bob_generations = await services.db.run(lambda c: c.execute(

@@ -94,6 +94,7 @@ async def test_headshots_use_my_subject_and_the_curated_prompts(services):
     queued = await services.imagine.headshots(requester(ALICE), None, 3)
     generation = await stored(services, queued)
     assert generation.kind == "headshots" and queued.subjects == ("rraj",)
+    assert queued.count == 3  # the reply's "3 image(s)": one per headshot prompt
     prompts = generation.params["headshot_prompts"]
     assert len(prompts) == 3 and all("rraj person" in p for p in prompts)
     assert prompts == [p.replace("{subject}", "rraj person") for p in HEADSHOT_PROMPTS[:3]]
@@ -122,7 +123,7 @@ async def test_cards_validate_greeting_and_layout_and_name_several_people(servic
     assert generation.kind == "card" and queued.subjects == ("zqmira", "rraj")
     assert generation.params["greeting"] == "Happy holidays!\nfrom the Rajs"
     assert generation.params["layout"] == "landscape" and generation.params["count"] == 1
-    assert generation.params["width"] > generation.params["height"]
+    assert generation.params["width"] < generation.params["height"]  # a landscape card's picture box is 3:4
     for greeting, code in [("  \u200b ", "empty_greeting"), ("x" * 121, "greeting_too_long"),
                            ("a\nb\nc\nd", "greeting_too_long"), ("nude card", "blocked_prompt")]:
         assert (await refused(services.imagine.card(requester(ALICE), "rraj person", greeting))).code == code

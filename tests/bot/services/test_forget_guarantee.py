@@ -8,6 +8,7 @@ import time
 import pytest
 
 from bot.services import ImagineOptions, Upload
+from bot.services.training import TrainRequest
 from storage import jobs
 from storage.forget import sweep_forgotten
 from tests.bot.services.conftest import requester
@@ -42,7 +43,8 @@ async def _until(predicate, timeout=300):
 async def test_forget_during_training_leaves_nothing_anywhere(build_services):
     services = await build_services(train_steps=4, worker_lease_s=10.0)
     photos = [Upload("me.jpg", astronaut_jpeg()), Upload("me2.jpg", camera_jpeg())]
-    first = await services.training.start(requester(ALICE), "rraj", "person", "Raj", photos)
+    first = await services.training.start(requester(ALICE), TrainRequest(trigger="rraj", display_name="Raj",
+                                                                                 uploads=tuple(photos)))
     worker = build_worker(services.settings, owner="worker")
     await asyncio.to_thread(worker.run, until_idle=True)
     assert (await services.db.run(jobs.get_job, first.job_id)).state == "succeeded"
@@ -57,7 +59,7 @@ async def test_forget_during_training_leaves_nothing_anywhere(build_services):
     assert server.cached_adapter_ids()
 
     # Alice retrains with many steps; she asks to be forgotten while it runs.
-    retrain = await services.training.start(requester(ALICE), "rraj", "person", None, [])
+    retrain = await services.training.start(requester(ALICE), TrainRequest(subject="rraj"))
     await services.db.run(lambda c: c.execute(
         "UPDATE jobs SET payload = json_set(payload, '$.overrides.steps', 400) WHERE id = ?", (retrain.job_id,)))
     running = threading.Thread(target=worker.run, daemon=True)

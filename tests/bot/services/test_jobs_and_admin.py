@@ -7,6 +7,7 @@ import struct
 import pytest
 
 from bot.services import ImagineOptions, Upload
+from bot.services.training import TrainRequest
 from storage import generations, jobs
 from storage.files import style_key
 from tests.bot.services.conftest import (
@@ -26,7 +27,7 @@ async def test_status_shows_my_jobs_with_positions_and_triggers(services):
     subject = await services.db.run(add_subject, ALICE, "rraj")
     await services.db.run(add_fake_photos, subject, 2)
     await services.db.run(give_adapter, services.store, subject)
-    trained = await services.training.start(requester(ALICE), "rraj", "person", None, [])
+    trained = await services.training.start(requester(ALICE), TrainRequest(subject="rraj"))
     queued = await services.imagine.imagine(requester(ALICE), ImagineOptions("rraj person"))
     await services.imagine.imagine(requester(BOB), ImagineOptions("a lighthouse"))
 
@@ -83,14 +84,30 @@ def safetensors_bytes(header: bytes, data: bytes = b"") -> bytes:
     ("style.safetensors", safetensors_bytes(b'{"w": {"dtype": "F32", "shape": [2], "data_offsets": [0, 8]}}',
                                             bytes(8)), "no LoRA weights"),
     ("style.safetensors", safetensors_bytes(b'{"x.lora_A": {"dtype": "F32", "shape": [4], "data_offsets": [0, 16]}}',
-                                            bytes(8)), "outside the file"),
-    ("style.safetensors", lora_file_bytes()[:-4], "outside the file"),
+                                            bytes(8)), "do not match its data"),
+    ("style.safetensors", lora_file_bytes()[:-4], "do not match its data"),
+    ("style.safetensors", lora_file_bytes() + bytes(4), "do not match its data"),
+    ("style.safetensors", safetensors_bytes(b"{}"), "no tensors"),
+    # Two tensors over the same bytes: safetensors rejects it (a hand-written check once let it through).
+    ("style.safetensors", safetensors_bytes(b'{"a.lora_A": {"dtype": "F32", "shape": [2], "data_offsets": [0, 8]},'
+                                            b' "b.lora_B": {"dtype": "F32", "shape": [2], "data_offsets": [0, 8]}}',
+                                            bytes(8)), "do not match its data"),
+    ("style.safetensors", safetensors_bytes(b'{"a.lora_A": {"dtype": "Q9", "shape": [2], "data_offsets": [0, 8]}}',
+                                            bytes(8)), "not valid JSON"),
     ("style.ckpt", lora_file_bytes(), ".safetensors"),
 ])
 async def test_bad_style_files_are_refused_and_nothing_is_stored(services, filename, data, words):
     error = await refused(services.admin.add_style(requester(ADMIN), "pixel", Upload(filename, data)))
     assert error.code == "bad_style_file" and words in error.message
     assert services.store.list_files() == []
+
+
+async def test_a_bf16_style_lora_is_accepted(services):
+    header = (b'{"a.lora_up.weight": {"dtype": "BF16", "shape": [2, 2], "data_offsets": [0, 8]},'
+              b' "a.lora_down.weight": {"dtype": "BF16", "shape": [2, 2], "data_offsets": [8, 16]}}')
+    info = await services.admin.add_style(requester(ADMIN), "soft", Upload("soft.safetensors",
+                                                                          safetensors_bytes(header, bytes(16))))
+    assert (info.name, info.tensors) == ("soft", 2)
 
 
 async def test_style_admin_rules(services):

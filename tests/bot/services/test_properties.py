@@ -8,14 +8,16 @@ import tempfile
 import unicodedata
 from pathlib import Path
 
+import pytest
 from hypothesis import HealthCheck, event, given, settings
 from hypothesis import strategies as st
 
 from bot.services import ImagineOptions, ServiceError, Services
-from bot.services.cards import MAX_GREETING_CHARS, clean_greeting, validate_layout
+from bot.services.cards import LAYOUTS, MAX_GREETING_CHARS, clean_greeting, validate_layout
 from bot.services.params import (
-    MAX_COUNT, MAX_GUIDANCE, MAX_STEPS, SCHEDULERS, SEED_LIMIT, aspect_size, sampling_options, validate_count,
-    validate_guidance, validate_scheduler, validate_seed, validate_steps,
+    ASPECTS, MAX_COUNT, MAX_GUIDANCE, MAX_STEPS, MIN_GUIDANCE, MIN_STEPS, SCHEDULERS, SEED_LIMIT, aspect_size,
+    base_family, sampling_options, validate_count, validate_guidance, validate_scheduler, validate_seed,
+    validate_steps,
 )
 from bot.services.prompts import MAX_PROMPT_CHARS, clean_prompt, find_trigger_mentions
 from storage import consent, generations
@@ -135,6 +137,61 @@ def test_sampling_options_are_valid_together(family, seed, aspect, count, steps,
         assert 1 <= params["count"] <= MAX_COUNT and params["width"] % 16 == 0
 
 
+# The fuzzing above only checks what comes back when something does; these check that valid input is accepted
+# (a validator that refused everything would pass the fuzzing) and that out-of-range input is refused.
+@given(family=st.sampled_from(FAMILIES), seed=st.integers(0, SEED_LIMIT - 1), steps=st.integers(MIN_STEPS, MAX_STEPS),
+       count=st.integers(1, MAX_COUNT), guidance=st.floats(MIN_GUIDANCE, MAX_GUIDANCE), as_text=st.booleans())
+def test_option_validators_accept_every_in_range_value(family, seed, steps, count, guidance, as_text):
+    typed = (lambda value: f" {value} ") if as_text else (lambda value: value)  # slash options arrive as text
+    assert validate_seed(typed(seed)) == seed
+    assert validate_steps(typed(steps), family) == steps
+    assert validate_count(typed(count)) == count
+    assert validate_guidance(typed(f"{guidance:.3f}") if as_text else guidance, family) == pytest.approx(
+        round(guidance, 3), abs=1e-3)
+
+
+@given(family=st.sampled_from(FAMILIES), scheduler=st.sampled_from(SCHEDULERS), aspect=st.sampled_from(tuple(ASPECTS)),
+       layout=st.sampled_from(tuple(LAYOUTS)))
+def test_every_named_choice_is_accepted(family, scheduler, aspect, layout):
+    name, notes = validate_scheduler(scheduler.upper(), family)
+    if base_family(family) == "flux":  # FLUX has one scheduler; another choice is replaced and the user told
+        assert (name, bool(notes)) == ("euler", scheduler != "euler")
+    else:
+        assert (name, notes) == (scheduler, [])
+    assert aspect_size(f" {aspect.title()} ", family)[0] == aspect
+    assert validate_layout(layout.upper()) == layout
+    options = sampling_options(family, seed=str(7), aspect=aspect, count="2", steps=None, guidance=None,
+                               scheduler=scheduler)
+    assert (options.seed, options.as_params()["count"]) == (7, 2)
+
+
+@given(family=st.sampled_from(FAMILIES), below=st.integers(max_value=-1), above=st.integers(min_value=1))
+def test_out_of_range_values_are_refused_with_their_own_code(family, below, above):
+    for value in (below, SEED_LIMIT - 1 + above):
+        assert refusal(validate_seed, value) == "bad_seed"
+    for value in (MIN_STEPS - 1 + min(below + 1, 0), MAX_STEPS + above):
+        assert refusal(validate_steps, value, family) == "bad_steps"
+    for value in (below + 1, MAX_COUNT + above):
+        assert refusal(validate_count, value) == "bad_count"
+    for value in (MIN_GUIDANCE - above, MAX_GUIDANCE + above):
+        assert refusal(validate_guidance, value, family) == "bad_guidance"
+
+
+def refusal(fn, *args) -> str:
+    with pytest.raises(ServiceError) as error:
+        fn(*args)
+    return error.value.code
+
+
+@given(st.text(st.characters(min_codepoint=0x30, max_codepoint=0x24F, whitelist_categories=("L", "N")), min_size=1,
+               max_size=40),
+       st.text(" \t\n", max_size=3))
+def test_prompt_and_greeting_cleaning_accept_plain_words(word, spacing):
+    assert clean_prompt(f"{spacing}a photo of {word}{spacing}") == unicodedata.normalize("NFKC", f"a photo of {word}")
+    assert clean_greeting(f"Happy holidays from {word}!{spacing}") == unicodedata.normalize(
+        "NFKC", f"Happy holidays from {word}!")
+
+
 def visible(text: str) -> bool:
     return not any(unicodedata.category(ch).startswith("C") and ch != "\n" for ch in text)
 
@@ -170,7 +227,7 @@ def test_imagine_never_fails_with_anything_but_a_service_error(options):
                 services = Services.build(config, db, FileStore(config.store_dir))
                 subject = await db.run(add_subject, 1, "zqvad")
                 await db.run(give_adapter, services.store, subject)
-                queued = outcome(lambda: None)
+                queued = None
                 try:
                     queued = await services.imagine.imagine(requester(1), ImagineOptions(**options))
                 except ServiceError as error:
@@ -178,5 +235,26 @@ def test_imagine_never_fails_with_anything_but_a_service_error(options):
                 if queued is not None:
                     generation = await db.run(generations.get_generation, queued.generation_id)
                     assert 0 <= generation.seed < SEED_LIMIT and generation.params["count"] <= MAX_COUNT
+
+    asyncio.run(scenario())
+
+
+@settings(max_examples=10, deadline=None)
+@given(seed=st.integers(0, SEED_LIMIT - 1), count=st.integers(1, MAX_COUNT), scheduler=st.sampled_from(SCHEDULERS),
+       aspect=st.sampled_from(tuple(ASPECTS)))
+def test_imagine_queues_every_valid_request(seed, count, scheduler, aspect):
+    async def scenario():
+        with tempfile.TemporaryDirectory() as folder:
+            config = make_settings(Path(folder))
+            async with await AsyncDatabase.open(config.database_path) as db:
+                services = Services.build(config, db, FileStore(config.store_dir))
+                subject = await db.run(add_subject, 1, "zqvad")
+                await db.run(give_adapter, services.store, subject)
+                options = ImagineOptions("zqvad person at the beach", seed=str(seed), count=count,
+                                         scheduler=scheduler, aspect=aspect)
+                queued = await services.imagine.imagine(requester(1), options)
+                generation = await db.run(generations.get_generation, queued.generation_id)
+                assert (generation.seed, generation.params["count"]) == (seed, count)
+                assert queued.subjects == ("zqvad",)
 
     asyncio.run(scenario())

@@ -8,7 +8,7 @@ from bot.services import ServiceError, Upload
 from bot.services.training import TrainRequest
 from storage import jobs, photos, subjects
 from storage.jobs import claim_next_job
-from tests.bot.services.conftest import ADMIN, CHANNEL, add_fake_photos, add_subject, requester
+from tests.bot.services.conftest import ADMIN, CHANNEL, add_fake_photos, add_subject, refused, requester
 from tests.corpus import astronaut_jpeg, camera_jpeg, cat_jpeg
 from intake.triggers import suggest_trigger, validate_trigger
 
@@ -51,7 +51,8 @@ async def test_train_stores_accepted_photos_rejects_the_cat_and_queues_a_job(ser
 
 async def test_omitted_trigger_is_suggested_from_the_name_and_used(services):
     outcome = await services.training.start(requester(ALICE), TrainRequest(
-        trigger=None, class_noun="woman", display_name="Mira", uploads=(Upload("a.jpg", astronaut_jpeg()), Upload("c.jpg", camera_jpeg()),)
+        trigger=None, class_noun="woman", display_name="Mira",
+        uploads=(Upload("a.jpg", astronaut_jpeg()), Upload("c.jpg", camera_jpeg())),
     ))
     trigger = outcome.subject.trigger
     assert outcome.trigger_suggested and validate_trigger(trigger).ok
@@ -94,7 +95,8 @@ async def test_too_few_photos_keeps_them_and_extending_the_subject_queues_traini
     assert any("add 1 more" in note for note in first.notes)
 
     second = await services.training.start(requester(ALICE), TrainRequest(
-        trigger="RRAJ", class_noun="man", uploads=(Upload("again.jpg", astronaut_jpeg()), Upload("camera.jpg", camera_jpeg()),)
+        trigger="RRAJ", class_noun="man",
+        uploads=(Upload("again.jpg", astronaut_jpeg()), Upload("camera.jpg", camera_jpeg())),
     ))
     assert not second.created and second.subject.subject_id == first.subject.subject_id
     assert [v.code for v in second.verdicts] == ["duplicate", "ok"]
@@ -115,7 +117,8 @@ async def test_no_usable_photo_creates_nothing(services):
 
 async def test_a_caption_without_the_trigger_rejects_that_photo_only(services):
     outcome = await services.training.start(requester(ALICE), TrainRequest(
-        trigger="rraj", class_noun="person", uploads=(Upload("a.jpg", astronaut_jpeg(), caption="a woman in a space suit"),
+        trigger="rraj", class_noun="person",
+        uploads=(Upload("a.jpg", astronaut_jpeg(), caption="a woman in a space suit"),
         Upload("c.jpg", camera_jpeg(), caption="rraj person with a camera\u200b"),)))
     assert [v.code for v in outcome.verdicts] == ["bad_caption", "ok"]
     assert "photo 1 (a.jpg)" in outcome.verdicts[0].message and "rraj" in outcome.verdicts[0].message
@@ -162,7 +165,8 @@ async def test_a_new_subject_needs_photos(services):
 
 async def test_family_group_collects_subjects_and_trains_them_in_one_job(services):
     mum = await services.training.start(requester(ALICE), TrainRequest(
-        trigger="zqmum", class_noun="woman", display_name="Mum", uploads=tuple(three_photos()[:2]), family_group="Smiths"
+        trigger="zqmum", class_noun="woman", display_name="Mum", uploads=tuple(three_photos()[:2]),
+        family_group="Smiths",
     ))
     assert mum.job_id is None and mum.group == "smiths"
     assert any("/train-family" in note for note in mum.notes)
@@ -247,3 +251,16 @@ async def test_a_full_disk_refuses_the_upload_plainly_and_keeps_what_was_stored(
     assert error.value.code == "disk_full" and "disk is full" in error.value.message
     assert {key: services.store.read_bytes(key) for key in services.store.list_files()} == before
     assert await services.db.run(photos.count_accepted, first.subject.subject_id) == 1
+
+
+async def test_retraining_a_subject_uses_its_stored_photos_and_the_hints_name_the_slash_command(services):
+    subject = await services.db.run(add_subject, ALICE, "rraj")
+    await services.db.run(add_fake_photos, subject, 1)
+    added = await services.photos.add(requester(ALICE), "rraj", [Upload("c.jpg", camera_jpeg())])
+    assert added.photos_total == 2 and "Run `/train subject:rraj` to train with the new photos." in added.notes
+    outcome = await services.training.start(requester(ALICE), TrainRequest(subject="RRAJ"))
+    assert not outcome.created and outcome.subject.subject_id == subject.id and outcome.verdicts == ()
+    job = await services.db.run(jobs.get_job, outcome.job_id)
+    assert job.kind == "train" and job.payload["subject_ids"] == [subject.id]
+    error = await refused(services.training.start(requester(ALICE), TrainRequest(subject="zqnobody")))
+    assert error.code == "no_subject" and "/subjects" in error.message
