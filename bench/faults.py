@@ -31,6 +31,7 @@ import signal
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from pathlib import Path
 
@@ -72,7 +73,8 @@ def damaged_databases(root: Path, tally: Tally) -> None:
         tally.figures["undetected_damage"] += int(not detected)
         ok = restored.code == 0 and healthy.code == 0
         tally.recovery_s[f"damaged_db_{kind}"] = round(time.monotonic() - began, 2) if ok else None
-        tally.details[f"damaged_db_{kind}"] = {"refusal": refused.out.strip().splitlines()[-1:], "restored": ok}
+        lines = refused.out.strip().splitlines()
+        tally.details[f"damaged_db_{kind}"] = {"refusal": lines[-1:], "lines_printed": len(lines), "restored": ok}
 
 
 def console_killed(root: Path, tally: Tally) -> None:
@@ -138,8 +140,24 @@ async def _worker_killed(root: Path, shared: Path, tally: Tally) -> None:
     tally.figures["stuck_jobs"] += fw.stuck_jobs(settings.database_path)
 
 
+def _fill_once_training(settings, job_id: int) -> dict[str, float]:
+    """Start a thread that fills the disk as soon as the job reports a training step; returns when it did."""
+    filled: dict[str, float] = {}
+
+    def watch() -> None:
+        conn = connect(settings.database_path, apply_migrations=False)
+        try:
+            if fw.wait_for(lambda: jobs.get_job(conn, job_id).step >= 1, 600):
+                fw.fill(settings.data_dir)  # someone else fills the disk mid-training
+                filled["at"] = time.monotonic()
+        finally:
+            conn.close()
+
+    threading.Thread(target=watch, name="filler", daemon=True).start()
+    return filled
+
+
 def disk_full(root: Path, shared: Path, tally: Tally) -> None:
-    from trainer import worker as worker_module
     from trainer.__main__ import build_worker
 
     for name, size in (("disk_refused_early", 3 * 1024 * 1024), ("disk_full_mid_training", 24 * 1024 * 1024)):
@@ -149,28 +167,24 @@ def disk_full(root: Path, shared: Path, tally: Tally) -> None:
             tally.details[name] = {"skipped": why_not}
             continue
         try:
-            settings = fw.settings_for(point / "data", shared, worker_lease_s=30.0)
+            settings = fw.settings_for(point / "data", shared, worker_lease_s=0.6)  # progress every 0.2 s
             conn = connect(settings.database_path)
             store = FileStore(settings.store_dir)
-            job_id = fw.queue_training(conn, fw.add_subject(conn, store, 1, "rraj").id, 1, steps=12,
+            job_id = fw.queue_training(conn, fw.add_subject(conn, store, 1, "rraj").id, 1, steps=400,
                                        checkpoint_every=4)
             worker = build_worker(settings, owner="bench")
-            original_check = worker_module.check_space_for
-            if name == "disk_full_mid_training":
-                worker.reserve.ensure()
-                worker_module.check_space_for = lambda s, j: None  # as if the early estimate were too low
-                fw.fill(settings.data_dir, leave=64 * 1024)
+            filled = _fill_once_training(settings, job_id) if name == "disk_full_mid_training" else {}
             began = time.monotonic()
             try:
                 worker.run(until_idle=True)
             finally:
-                worker_module.check_space_for = original_check
                 worker.close()
             job = jobs.get_job(conn, job_id)
             clean = job.state == "failed" and "disk is" in (job.error or "")
-            tally.recovery_s[name] = round(time.monotonic() - began, 2) if clean else None
+            since = filled.get("at", began)
+            tally.recovery_s[name] = round(time.monotonic() - since, 2) if clean else None
             tally.figures["stuck_jobs"] += int(job.state == "running")
-            tally.details[name] = {"state": job.state, "error": job.error}
+            tally.details[name] = {"state": job.state, "error": job.error, "disk_filled": bool(filled)}
             conn.close()
         finally:
             fw.unmount(point)

@@ -75,15 +75,18 @@ def family_part(base: str, dry_run: bool, models_dir: Path, work: Path) -> dict:
     report["within_vram_goal"] = None if peak is None else peak <= VRAM_GOALS_GB[base]
     if report.get("passed"):
         report["serving"] = {mode: measure_serving(plan, Path(report["adapter_path"]), work / f"serve-{mode}", mode)
-                             for mode in compile_modes()}
+                             for mode in compile_modes(dry_run)}
     return report
 
 
-def compile_modes() -> tuple[str, ...]:
-    """torch.compile of the served denoiser off and on, where the settings offer the switch."""
+def compile_modes(dry_run: bool) -> tuple[str, ...]:
+    """torch.compile of the served denoiser off and on, where the settings offer the switch. The dry run leaves
+    it off: compiling on a shared CPU takes many minutes, and the mode is only a setting passed through."""
     from storage.settings import Settings
 
-    return ("off", "on") if "serving_compile" in Settings.model_fields else ("default",)
+    if "serving_compile" not in Settings.model_fields:
+        return ("default",)
+    return ("off",) if dry_run else ("off", "on")
 
 
 def measure_serving(plan: FamilyPlan, adapter_path: Path, work: Path, compile_mode: str) -> dict:

@@ -44,7 +44,7 @@ def plan_crop(face: FaceBox | None, landmarks: FaceLandmarks | None, width: int,
               rules: IntakeRules) -> CropPlan:
     if face is None:  # no face wanted: the centred square
         side = min(width, height)
-        return CropPlan((width / 2, height / 2), side, 0.0)
+        return CropPlan(((width - side) // 2 + side / 2, (height - side) // 2 + side / 2), side, 0.0)
     if landmarks is None:
         box = face.square_crop(width, height, rules.margin, rules.face_center_at)
         return CropPlan(box.center, box.w, 0.0)

@@ -36,7 +36,7 @@ class IntakeRules:
     blur_warn: float = 50.0  # a 1 px blur on a 100 px face scores about 30
     dark_reject_p95: float = 70.0  # even the brightest 5% of the face is darker than this
     dark_warn_p95: float = 110.0
-    bright_reject_clipped: float = 0.30  # share of the face blown out to white
+    bright_reject_clipped: float = 0.35  # share of the face blown out to white (on the tight HOG box)
     bright_warn_clipped: float = 0.10
     bright_reject_p5: float = 200.0  # even the darkest 5% of the face is brighter than this
     bright_warn_p5: float = 170.0

@@ -110,7 +110,8 @@ def _quick_check(db_path: Path) -> tuple[str | None, bool]:
     finally:
         conn.close()
     if [tuple(row) for row in rows] != [("ok",)]:
-        return f"{db_path} is damaged (quick_check: {rows[0][0]})", True
+        detail = " ".join(" ".join(str(row[0]) for row in rows).split())[:200]  # one line, whatever SQLite says
+        return f"{db_path} is damaged (quick_check: {detail})", True
     return None, "schema_migrations" in tables
 
 

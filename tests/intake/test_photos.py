@@ -25,7 +25,8 @@ ROOT = Path(__file__).resolve().parents[2]
 TINY = IntakeRules.for_family("tiny-sd15")
 VERDICT_CODES = {
     "ok", "empty", "too_large_bytes", "too_many_pixels", "unsupported_format", "corrupt", "too_small", "no_face",
-    "several_faces", "face_too_small", "blurry", "too_dark", "too_bright", "duplicate", "internal_error",
+    "several_faces", "face_too_small", "blurry", "too_dark", "too_bright", "duplicate", "different_person",
+    "internal_error",
 }
 
 
@@ -80,10 +81,18 @@ def test_real_families_accept_a_large_photo_and_crop_at_their_resolution():
     assert Image.open(io.BytesIO(sdxl.prepared.crop)).size == (1024, 1024)
 
 
-def test_real_families_reject_a_face_under_256_px_with_the_numbers():
-    verdict = inspect_photo(corpus.astronaut_jpeg(), "IMG_2231.jpg", 2, IntakeRules.for_family("sd15")).verdict
-    assert verdict.code == "face_too_small"
-    assert "need at least 256 px" in verdict.message and verdict.message.startswith("photo 2 (IMG_2231.jpg):")
+def test_a_face_is_big_enough_when_its_crop_reaches_the_resolution_with_a_modest_upscale():
+    """Issue 13: a 1152 px photo with a ~205 px face makes a ~530 px crop, more than sd15's 512: accepted. The
+    512 px original (a ~91 px face, a ~237 px crop, over 2x enlargement) is refused, and the message says why."""
+    sd15 = IntakeRules.for_family("sd15")
+    assert (sd15.min_crop_px, sd15.min_face_px) == (342, 132)  # 512 / 1.5, and that over 2.6 face widths
+    big = inspect_photo(corpus.astronaut_large_jpeg(1152), "IMG_2230.jpg", 1, sd15)
+    assert big.verdict.code == "ok" and not big.verdict.warnings, big.verdict
+    assert 180 <= big.prepared.face_box[2] < sd15.min_face_px * 2
+    verdict = inspect_photo(corpus.astronaut_jpeg(), "IMG_2231.jpg", 2, sd15).verdict
+    assert verdict.code == "face_too_small" and verdict.message.startswith("photo 2 (IMG_2231.jpg):")
+    for words in ("crop around it is", "sd15 trains at 512 px", "enlarged at most 1.5x", "at least 342 px"):
+        assert words in verdict.message, verdict.message
 
 
 def test_exif_rotated_photo_comes_out_upright(upright_crop_256):
@@ -303,7 +312,7 @@ def test_rules_per_family():
     assert {f: IntakeRules.for_family(f).resolution for f in FAMILIES} == {
         "sd15": 512, "flux": 512, "sdxl": 1024, "tiny-sd15": 64, "tiny-sdxl": 64, "tiny-flux": 64,
     }
-    assert IntakeRules.for_family("sd15").min_face_px == 256
+    assert IntakeRules.for_family("sd15").min_crop_px == 342 and IntakeRules.for_family("sdxl").min_crop_px == 683
     assert IntakeRules.for_family("sd15").max_pixels >= 50_000_000  # 48-50 MP phone photos pass
     assert IntakeRules.for_family("sd15", margin=1.0).margin == 1.0
     with pytest.raises(ValueError, match="unknown model family"):

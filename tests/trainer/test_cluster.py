@@ -4,6 +4,7 @@ a node runs last."""
 
 from __future__ import annotations
 
+import asyncio
 import os
 
 import pytest
@@ -13,7 +14,9 @@ from ray import serve
 from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 from safetensors.torch import load_file
 
+from bot.supervisor import WorkerSupervisor
 from storage import adapters, consent, files, jobs, subjects
+from storage.db import AsyncDatabase
 from storage.files import generation_root
 from tests.trainer.cluster_fixtures import (
     TOKEN,
@@ -129,6 +132,25 @@ def test_cancel_reaches_a_training_job_on_its_node_and_nothing_is_kept(world, tr
     job = wait_for_job(world.conn, job_id)
     assert job.state == "cancelled" and job.step < 400
     assert not world.store.exists(files.job_root(OWNER, job_id))  # previews and shipped checkpoints removed
+
+
+async def test_the_bot_supervisor_runs_the_dispatcher_process_and_stops_it_cleanly(world, trained):
+    world.dispatcher.request_stop()  # the process takes over from the in-process dispatcher for this test
+    world.dispatcher.join(60)
+    subject, adapter, _ = trained
+    _, job_id = enqueue_imagine(world, OWNER, "rraj person in a snowstorm", [(subject, adapter)])
+    db = await AsyncDatabase.open(world.settings.database_path)
+    supervisor = WorkerSupervisor(world.settings, db, stop_timeout_s=120)
+    supervisor.start()
+    try:
+        job = await asyncio.to_thread(wait_for_job, world.conn, job_id)
+        assert job.state == "succeeded", job.error
+        assert supervisor.running and supervisor.state.starts == 1
+    finally:
+        await supervisor.stop()
+        await db.close()
+        start_dispatcher(world)
+    assert supervisor.state.last_exit_code == 0
 
 
 def test_removing_the_node_that_trains_resumes_elsewhere_with_identical_weights(world, trained):

@@ -101,16 +101,17 @@ def test_no_subjects_is_refused(tmp_path):
 @pytest.mark.slow
 def test_progress_counts_every_render_and_a_stop_ends_measuring_between_renders(trained, models_dir):  # noqa: F811
     _, result, subjects = trained
+    quick = EvaluationOptions(seeds=(5,), neutral_prompts=(), inference_steps=2)
     seen = []
     report = evaluate_adapter("tiny-sd15", None, models_dir, result.adapter_path, subjects, device="cpu",
-                              options=ONE_SEED, plot=False, on_progress=lambda done, total: seen.append((done, total)))
+                              options=quick, plot=False, on_progress=lambda done, total: seen.append((done, total)))
     # loading the pipeline, then 3 prompts (class + 2 trigger prompts) rendered base and adapted
     assert seen == [(done, 7) for done in range(8)]
     assert report.metrics["evaluation"]["images"] == 6
 
     seen.clear()
     with pytest.raises(EvaluationStopped) as stopped:
-        evaluate_adapter("tiny-sd15", None, models_dir, result.adapter_path, subjects, device="cpu", options=ONE_SEED,
+        evaluate_adapter("tiny-sd15", None, models_dir, result.adapter_path, subjects, device="cpu", options=quick,
                          plot=False, on_progress=lambda done, total: seen.append(done),
                          should_stop=lambda: "cancel" if len(seen) >= 3 else None)
     assert stopped.value.reason == "cancel" and seen == [0, 1, 2]

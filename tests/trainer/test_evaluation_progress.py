@@ -2,6 +2,10 @@
 
 from types import SimpleNamespace
 
+import pytest
+from PIL import Image
+
+from trainer.evaluation.evaluate import EvaluationOptions, EvaluationStopped, EvaluationSubject, evaluate_adapter
 from trainer.evaluation.job import STAGE, EvaluationProgress
 
 
@@ -37,3 +41,50 @@ def test_only_a_cancel_or_a_stopping_worker_stops_measuring():
     assert progress.stop_reason() == "shutdown"
     ctx.lease.cancel_requested = True
     assert progress.stop_reason() == "cancel"
+
+
+class FakePipeline:
+    """Stands in for a loaded base pipeline: grey pictures, and the adapter calls the evaluation makes."""
+
+    def __init__(self) -> None:
+        self.adapters: list[str] = []
+
+    def __call__(self, prompt, generator, **kwargs):
+        return SimpleNamespace(images=[Image.new("RGB", (64, 64), (90 + 10 * len(self.adapters),) * 3)
+                                       for _ in prompt])
+
+    def get_list_adapters(self):
+        return {"unet": list(self.adapters)}
+
+    def load_lora_weights(self, folder, weight_name, adapter_name):
+        self.adapters.append(adapter_name)
+
+    def set_adapters(self, names, weights):
+        pass
+
+    def delete_adapters(self, names):
+        self.adapters = [a for a in self.adapters if a not in names]
+
+
+def _subject(tmp_path):
+    crop = tmp_path / "crop.png"
+    Image.new("RGB", (64, 64), (120, 100, 90)).save(crop)
+    return [EvaluationSubject("rraj", "person", (crop,))]
+
+
+def test_evaluate_adapter_reports_every_render_and_stops_between_renders_when_asked(tmp_path):
+    options = EvaluationOptions(seeds=(5,), neutral_prompts=())
+    seen = []
+    evaluate_adapter("tiny-sd15", None, tmp_path, tmp_path / "lora.safetensors", _subject(tmp_path), options=options,
+                     pipeline=FakePipeline(), plot=False, on_progress=lambda done, total: seen.append((done, total)))
+    # the pipeline (already loaded here), then 3 prompts (class + 2 trigger prompts), base and adapted
+    assert seen == [(done, 7) for done in range(8)]
+
+    seen.clear()
+    pipe = FakePipeline()
+    with pytest.raises(EvaluationStopped) as stopped:
+        evaluate_adapter("tiny-sd15", None, tmp_path, tmp_path / "lora.safetensors", _subject(tmp_path),
+                         options=options, pipeline=pipe, plot=False, on_progress=lambda done, total: seen.append(done),
+                         should_stop=lambda: "cancel" if len(seen) >= 6 else None)
+    assert stopped.value.reason == "cancel" and seen == [0, 1, 2, 3, 4, 5]
+    assert pipe.adapters == []  # stopped while the adapter was loaded: it is taken off again

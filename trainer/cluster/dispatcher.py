@@ -13,6 +13,8 @@ import threading
 
 import ray
 
+from storage import jobs
+from storage.db import connect
 from storage.settings import Settings
 from trainer.cluster.generation import GATEWAY_RESOURCE, GenerationGateway, run_remote_generation
 from trainer.cluster.nodes import NodeWatcher
@@ -25,6 +27,7 @@ log = logging.getLogger(__name__)
 
 TRAIN_KINDS = ("train", "class_images")
 GENERATE_KINDS = ("generate",)
+REQUEUE_INTERVAL_S = 5.0
 
 
 def class_images_on_the_node(ctx: JobContext) -> JobOutcome:
@@ -36,7 +39,8 @@ HANDLERS = {"train": run_remote_training, "generate": run_remote_generation, "cl
 
 
 class DispatchSlot(Worker):
-    """A worker loop whose jobs run elsewhere: there is no local GPU to yield, and nothing to serve between steps."""
+    """A worker loop whose jobs run elsewhere: there is no local GPU to yield, and nothing to serve between steps.
+    Expired leases are requeued by the dispatcher once for all slots, not by every slot on every poll."""
 
     def should_yield_gpu(self) -> bool:
         return False
@@ -44,8 +48,15 @@ class DispatchSlot(Worker):
     def serve_waiting_generations(self) -> int:
         return 0
 
+    def run_next(self, kinds: tuple[str, ...] = jobs.KINDS) -> bool:
+        job = jobs.claim_next_job(self.conn, self.owner, self.settings.worker_lease_s, kinds)
+        if job is None:
+            return False
+        self.run_job(job)
+        return True
 
-def connect(settings: Settings) -> None:
+
+def join_cluster(settings: Settings) -> None:
     """Join the cluster as a driver. Nothing from this process's environment is sent along (no token)."""
     if not ray.is_initialized():
         ray.init(address=settings.cluster_address, namespace="likeness", log_to_driver=False,
@@ -68,7 +79,7 @@ class Dispatcher:
         return self._stop.is_set()
 
     def start(self) -> None:
-        connect(self.settings)
+        join_cluster(self.settings)
         self.watcher.start()
         self.gateway = GenerationGateway(start_generation_service(self.settings))
         plan = [("train", TRAIN_KINDS)] * self.settings.cluster_train_slots
@@ -113,7 +124,23 @@ class Dispatcher:
             thread.join(timeout_s)
         self.watcher.stop()
 
+    def leave_cluster(self) -> None:
+        """Disconnect this driver, so the cluster frees its objects at once (Serve keeps the replicas running)."""
+        ray.shutdown()
+
     def run_until_stopped(self) -> None:
-        self._stop.wait()
+        """Requeue jobs whose lease ran out (every few seconds) until stopped, then wait for the slots."""
+        conn = connect(self.settings.database_path)
+        try:
+            while not self._stop.wait(REQUEUE_INTERVAL_S):
+                try:
+                    requeued, failed = jobs.requeue_expired(conn)
+                except Exception:  # a locked database: next time
+                    log.exception("could not requeue expired jobs")
+                    continue
+                if requeued or failed:
+                    log.info("requeued %s, gave up %s after expired leases", requeued, failed)
+        finally:
+            conn.close()
         self.join()
 

@@ -138,10 +138,21 @@ class ModelFamily:
 
     @torch.no_grad()
     def encode_pixels(self, pipe, pixels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """VAE posterior (mean, std) of images in [-1, 1], unscaled, in float32."""
+        """VAE posterior (mean, std) of images in [-1, 1], unscaled, in float32.
+
+        The VAE is cast to vae_dtype only for the encoding: the pipeline decodes with the VAE in its own dtype
+        (a fp32 VAE under fp16 latents fails in the pipeline's decode)."""
         vae = pipe.vae
-        dist = vae.encode(pixels.to(vae.device, vae.dtype)).latent_dist
-        return dist.mean.float(), dist.std.float()
+        original = vae.dtype
+        dtype = self.vae_dtype(original)
+        if dtype != original:
+            vae.to(dtype=dtype)
+        try:
+            dist = vae.encode(pixels.to(vae.device, dtype)).latent_dist
+            return dist.mean.float(), dist.std.float()
+        finally:
+            if dtype != original:
+                vae.to(dtype=original)
 
     def scale_latents(self, pipe, raw: torch.Tensor) -> torch.Tensor:
         config = pipe.vae.config

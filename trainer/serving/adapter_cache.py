@@ -59,6 +59,7 @@ class CacheStats:
 class _Resident:
     source: AdapterSource
     tensors: LoraTensors
+    nbytes: int
 
 
 @dataclass
@@ -76,6 +77,7 @@ class AdapterCache:
         if self.budget_mb <= 0:
             raise ValueError("the adapter cache needs a positive memory budget")
         self._resident: OrderedDict[str, _Resident] = OrderedDict()  # least recently used first
+        self._bytes = 0  # kept as a running total, so a switch never walks the residents
         self.slots = SlotBank(self.pipe, self.components, compiled=self.compiled, min_rank=self.min_rank)
 
     # Queries.
@@ -98,7 +100,7 @@ class AdapterCache:
 
     @property
     def resident_bytes(self) -> int:
-        return sum(entry.tensors.nbytes for entry in self._resident.values())
+        return self._bytes
 
     def cached_adapter_ids(self) -> list[int]:
         return [e.source.adapter_id for e in self._resident.values() if e.source.adapter_id is not None]
@@ -134,7 +136,9 @@ class AdapterCache:
             raise AdapterFileError(f"{source.key}: {error}") from None
         except (OSError, ValueError, KeyError) as error:  # a damaged or foreign file
             raise AdapterFileError(f"{source.key}: cannot be read as a LoRA file ({error})") from None
-        self._resident[source.key] = _Resident(source, tensors)
+        entry = _Resident(source, tensors, tensors.nbytes)
+        self._resident[source.key] = entry
+        self._bytes += entry.nbytes
         self.stats.reads += 1
         return tensors
 
@@ -144,6 +148,7 @@ class AdapterCache:
         self.slots.drop(key)
         if entry is None:
             return False
+        self._bytes -= entry.nbytes
         self.stats.evictions += 1
         return True
 
@@ -168,7 +173,7 @@ class AdapterCache:
 
     def _trim(self, protected: set[str]) -> None:
         budget = self.budget_mb * 2**20
-        while self.resident_bytes > budget:
+        while self._bytes > budget:
             victim = next((key for key in self._resident if key not in protected), None)
             if victim is None:
                 return

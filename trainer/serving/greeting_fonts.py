@@ -77,6 +77,8 @@ class GreetingFonts:
     """The text and emoji fonts at one size. `textlength` matches ImageDraw.textlength's signature, so the
     shared word wrap (trainer.serving.sheets.wrap_text) can measure mixed lines through it."""
 
+    PROBE_SIZE = 16  # for questions about coverage, where size does not matter
+
     def __init__(self, size: int, wide: bool = False):
         self.size = size
         if wide:
@@ -87,8 +89,6 @@ class GreetingFonts:
         emoji_bytes = _emoji_font_bytes()
         self.emoji_font = ImageFont.truetype(io.BytesIO(emoji_bytes), size) if emoji_bytes else None
         self._emoji_codes = _cmap(emoji_bytes) if emoji_bytes else frozenset()
-
-    PROBE_SIZE = 16
 
     def has_glyph(self, code: int) -> bool:
         return code in self._text_codes or code in self._emoji_codes

@@ -130,9 +130,8 @@ def _load_pipeline(family: ModelFamily, config: TrainConfig, device: torch.devic
             raise
         raise TrainingError("nf4_needs_gpu", "4-bit (NF4) quantization needs a CUDA GPU on this machine.",
                             "Set quantize_base to None, or run the worker on a GPU.") from error
-    vae_dtype = family.vae_dtype(dtype)
-    if pipe.vae.dtype != vae_dtype:
-        pipe.vae.to(dtype=vae_dtype)
+    # The VAE stays in `dtype`: the pipeline decodes class images and previews with it (SDXL's upcasts itself
+    # when fp16); family.encode_pixels encodes training images in the family's vae_dtype.
     return pipe
 
 
