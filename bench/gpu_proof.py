@@ -32,6 +32,8 @@ import time
 from pathlib import Path
 
 from bench.realsize import FamilyPlan, prepare_models_dir, render_sampling, run_family, serving_settings
+from bot.__main__ import main as likeness_main
+from storage.settings import Settings
 
 CAP_GB = 12.0
 STEPS = 12
@@ -82,8 +84,6 @@ def family_part(base: str, dry_run: bool, models_dir: Path, work: Path) -> dict:
 def compile_modes(dry_run: bool) -> tuple[str, ...]:
     """torch.compile of the served denoiser off and on, where the settings offer the switch. The dry run leaves
     it off: compiling on a shared CPU takes many minutes, and the mode is only a setting passed through."""
-    from storage.settings import Settings
-
     if "serving_compile" not in Settings.model_fields:
         return ("default",)
     return ("off",) if dry_run else ("off", "on")
@@ -183,7 +183,6 @@ class TimedLines(io.TextIOBase):
 
 def selfies_part(dry_run: bool, models_dir: Path, work: Path) -> dict:
     """Queue training with 5 photos at default settings through the console, then /imagine; time it."""
-    from bot.__main__ import main as likeness_main
     from trainer.families.published import build_published_model
 
     family = "tiny-sd15" if dry_run else "sd15"
@@ -210,7 +209,7 @@ def selfies_part(dry_run: bool, models_dir: Path, work: Path) -> dict:
               "goal_s": SELFIES_GOAL_S}
     if queued is not None and picture is not None:
         report["selfies_to_first_image_s"] = round(picture - queued, 1)
-        report["within_goal"] = picture - queued <= SELFIES_GOAL_S
+        report["within_goal"] = None if dry_run else picture - queued <= SELFIES_GOAL_S
     report["passed"] = code == 0 and bool(report["pictures"]) and "selfies_to_first_image_s" in report
     report["console_tail"] = [line for _, line in lines.lines[-8:]]
     return report

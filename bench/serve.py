@@ -3,8 +3,8 @@
     python -m bench.serve --json [--quick] [--cpu] [--threads N]
 
 Every request renders the same prompt, size and steps (the family's default inference steps) for one user's
-adapter, each request a different user's than the last. The variants take turns request by request, so a busy
-machine slows them alike; figures are medians.
+adapter, each request a different user's than the last. The variants take turns request by request (each going
+first in turn), so a busy machine slows them alike; figures are medians.
 - vs_diffusers_resident: our request against plain diffusers with every adapter loaded in the pipeline and
   `set_adapters` per request, with `RESIDENT` adapters resident (also reported with 4). Goal <= 0.95.
 - vs_diffusers_reload: our request against `unload_lora_weights` + `load_lora_weights` per request. Goal <= 0.75.
@@ -92,7 +92,9 @@ class Bench:
                                  self.family.defaults.guidance_scale, 1)
 
     def runtime(self, cache_mb: float | None = None):
-        settings = self.settings if cache_mb is None else self.settings.model_copy(update={"adapter_cache_mb": cache_mb})
+        settings = self.settings
+        if cache_mb is not None:
+            settings = settings.model_copy(update={"adapter_cache_mb": cache_mb})
         return GenerationServer(settings, device=self.device, compile=self.compile).runtime()
 
     def plain_pipeline(self):
@@ -176,9 +178,10 @@ def measure_requests(bench: Bench, sources: list[AdapterSource], rounds: int) ->
 
     variants = {"ours": our_request, "diffusers_resident": resident_request, "diffusers_reload": reload_request}
     times: dict[str, list[float]] = {name: [] for name in variants}
+    names = list(variants)
     for round_ in range(rounds + 1):
-        for name, request in variants.items():
-            took = _timed(lambda: request(sources[round_ % len(sources)]))
+        for name in names[round_ % 3:] + names[:round_ % 3]:  # each variant goes first in turn
+            took = _timed(lambda: variants[name](sources[round_ % len(sources)]))
             if round_:  # round 0 warms every code path up
                 times[name].append(took)
     medians = {name: statistics.median(values) * 1000 for name, values in times.items()}

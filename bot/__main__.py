@@ -90,17 +90,17 @@ async def run_discord(settings: Settings, token: str) -> int:
         services = await build_services(settings, db, FileStore(settings.store_dir))
         supervisor = WorkerSupervisor(settings, db)
         supervisor.start()
+        maintenance = Maintenance(settings, db, services.store)
+        maintenance.start()
         try:
             async with create_bot(settings, services, supervisor=supervisor) as bot:
-                maintenance = Maintenance(settings, db, services.store, notify=admin_notifier(bot, settings))
-                maintenance.start()
+                maintenance.notify = admin_notifier(bot, settings)
                 runner = asyncio.create_task(start_with_retries(bot, token), name="discord-bot")
                 stopper = asyncio.create_task(stop.wait(), name="stop-signal")
                 done, _ = await asyncio.wait({runner, stopper}, return_when=asyncio.FIRST_COMPLETED)
                 if runner in done:
                     runner.result()
                 log.info("stopping: closing the Discord connection, then the worker")
-                await maintenance.stop()
                 await bot.close()
                 stopper.cancel()
         except discord.LoginFailure:
@@ -108,6 +108,7 @@ async def run_discord(settings: Settings, token: str) -> int:
                   "Developer Portal.", file=sys.stderr)
             return 1
         finally:
+            await maintenance.stop()
             await supervisor.stop()
     return 0
 

@@ -40,7 +40,9 @@ async def login_with_retries(
             raise
         except NETWORK_ERRORS as exc:
             log.warning("cannot reach Discord (attempt %d: %s); retrying in %.0fs", attempt, _reason(exc), delay)
-            await client.http.close()  # a fresh session next time
+            # Drop the failed session; closing it also closed its connector, so let login make a new one.
+            await client.http.close()
+            client.http.connector = discord.utils.MISSING
             await sleep(delay)
             delay, attempt = min(delay * 2, max_delay_s), attempt + 1
 

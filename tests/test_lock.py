@@ -10,6 +10,8 @@ from pathlib import Path
 
 from packaging.requirements import Requirement
 
+from trainer.versions import lock_file
+
 ROOT = Path(__file__).resolve().parent.parent
 SYNC = ROOT / "scripts" / "sync-env.py"
 LOCKS = {kind: ROOT / "requirements" / f"{kind}.lock" for kind in ("cpu", "cuda")}
@@ -21,9 +23,8 @@ def pins(lock: Path) -> dict[str, str]:
 
 
 def this_environments_lock() -> Path:
-    from importlib import metadata
-
-    return LOCKS["cpu" if metadata.version("torch").endswith("+cpu") else "cuda"]
+    """The lock this venv was built from (the worker's own rule, which honours LIKENESS_LOCK_FILE)."""
+    return lock_file()
 
 
 def check(lock: Path) -> subprocess.CompletedProcess:

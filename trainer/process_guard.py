@@ -26,6 +26,7 @@ PR_SET_PDEATHSIG = 1
 ORPHAN_GRACE_S = 20.0
 ORPHAN_EXIT_CODE = 70
 LOCKED_EXIT_CODE = 3
+STDIN_FD = 0
 
 
 def set_parent_death_signal(sig: int = signal.SIGTERM) -> bool:
@@ -73,8 +74,12 @@ def watch_parent(parent_pid: int | None, *, watch_stdin: bool, grace_s: float = 
         return
     if watch_stdin:
         def read_until_eof() -> None:
-            stream = sys.stdin.buffer if sys.stdin is not None else None
-            while stream is not None and stream.read1(4096):
+            # The raw descriptor, not sys.stdin: a thread blocked inside the buffered reader holds its lock, and
+            # interpreter shutdown then aborts ("could not acquire lock for <stdin>").
+            try:
+                while os.read(STDIN_FD, 4096):
+                    pass
+            except OSError:
                 pass
             parent_gone("its pipe closed")
 

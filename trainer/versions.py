@@ -5,6 +5,7 @@ Reads package metadata only (no torch import), so the check costs nothing at sta
 
 from __future__ import annotations
 
+import os
 import re
 from importlib import metadata
 from pathlib import Path
@@ -25,7 +26,10 @@ def installed_version(package: str) -> str | None:
 
 
 def lock_file() -> Path | None:
-    """The lock this environment was built from: the CPU set when torch is a CPU build, else the CUDA set."""
+    """The lock this environment was built from: LIKENESS_LOCK_FILE when set (`scripts/lock upgrade` sets it),
+    else the CPU set when torch is a CPU build, else the CUDA set."""
+    if chosen := os.environ.get("LIKENESS_LOCK_FILE"):
+        return Path(chosen)
     torch = installed_version("torch") or ""
     path = LOCK_DIR / ("cpu.lock" if torch.endswith("+cpu") else "cuda.lock")
     return path if path.is_file() else None

@@ -12,6 +12,9 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parents[2]
+# Three tiny families trained, exported and served, plus a console session that trains and renders: minutes
+# on an idle machine, more on a shared one.
+pytestmark = pytest.mark.timeout(2400)
 
 
 @pytest.fixture(scope="module")

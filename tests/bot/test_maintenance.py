@@ -136,6 +136,7 @@ class NoNetworkClient:
     def __init__(self, fails: int) -> None:
         self.fails, self.attempts, self.sessions_closed = fails, 0, 0
         self.http = self
+        self.connector = object()  # closed along with the failed session
 
     async def close(self):
         self.sessions_closed += 1
@@ -159,7 +160,7 @@ async def test_login_retries_with_backoff_one_line_per_attempt(caplog):
     lines = [r.getMessage() for r in caplog.records if r.name == "bot.discord_login"]
     assert len(lines) == 3 and all("cannot reach Discord" in line and "\n" not in line for line in lines)
     assert all(record.exc_info is None for record in caplog.records)  # no traceback
-    assert client.sessions_closed == 3
+    assert client.sessions_closed == 3 and client.connector is discord.utils.MISSING  # login makes a new one
 
 
 async def test_a_rejected_token_is_not_retried():

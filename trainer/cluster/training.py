@@ -64,7 +64,7 @@ def run_remote_training(ctx: JobContext) -> JobOutcome:
     plan = load_plan(ctx)
     config = build_config(ctx, plan)
     hooks = JobHooks(ctx, plan)
-    for failover in range(MAX_FAILOVERS + 1):
+    for _attempt in range(MAX_FAILOVERS + 1):
         if not _subjects_alive(ctx, plan):  # consent: nothing is sent for someone deleted meanwhile
             _cleanup(ctx, plan, config)
             return JobOutcome("cancelled", error=GONE)

@@ -102,7 +102,8 @@ def _denoiser_part(state_dict, network_alphas, metadata, prefix: str) -> tuple[d
     return part, _config(part, alphas, _prefixed(metadata, prefix), rank, is_unet=True)
 
 
-def _text_encoder_part(state_dict, network_alphas, metadata, prefix: str, text_encoder) -> tuple[dict, LoraConfig | None]:
+def _text_encoder_part(state_dict, network_alphas, metadata, prefix: str,
+                       text_encoder) -> tuple[dict, LoraConfig | None]:
     """As diffusers' `_load_lora_into_text_encoder` converts its part."""
     part = _prefixed(state_dict, prefix)
     if not part:

@@ -59,7 +59,8 @@ class FamilyRuntime:
         self.pipe = pipe
         self.device = device
         components = {family.denoiser_name: family.denoiser(pipe)}
-        components.update({name: getattr(pipe, name) for name in TEXT_ENCODERS if getattr(pipe, name, None) is not None})
+        components.update({name: getattr(pipe, name) for name in TEXT_ENCODERS
+                           if getattr(pipe, name, None) is not None})
         self.compiled = compile
         if compile:  # compiled once, before any slot exists; hotswapped slots never recompile it
             components[family.denoiser_name].compile()

@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 
+from bench.face_set import mirrored, people, rotated
 from bot.services import Upload
 from storage import jobs
 from tests.bot.services.conftest import add_subject, refused, requester
-from tests.corpus import astronaut_jpeg, camera_jpeg, coffee_jpeg
+from tests.corpus import astronaut_jpeg, camera_jpeg, coffee_jpeg, jpeg
 
 ALICE, BOB = 101, 202
 
@@ -46,3 +47,19 @@ async def test_photo_commands_are_for_the_owner_and_check_numbers(services):
         assert (await refused(services.photos.remove(requester(ALICE), "rraj", number))).code == "bad_photo_number"
     await services.db.run(lambda c: jobs.enqueue_job(c, "train", {"subject_ids": [subject.id]}, user_id=ALICE))
     assert (await refused(services.photos.remove(requester(ALICE), "rraj", 1))).code == "subject_training"
+
+
+async def test_a_photo_of_someone_else_is_refused_against_the_stored_ones(services):
+    """Embeddings are stored once per photo at upload and compared with the next uploads."""
+    load, mark = people()["astronaut"]
+    looks = [load(), mirrored(load(), mark)[0], rotated(load(), 20, mark)[0]]
+    await services.db.run(add_subject, ALICE, "rraj")
+    first = await services.photos.add(requester(ALICE), "rraj",
+                                      [Upload(f"a{n}.jpg", jpeg(pixels)) for n, pixels in enumerate(looks, 1)])
+    assert [v.code for v in first.verdicts] == ["ok", "ok", "ok"]
+    stored = await services.db.run(lambda c: c.execute("SELECT count(*) FROM photo_embeddings").fetchone()[0])
+    assert stored == 3
+    other = await services.photos.add(requester(ALICE), "rraj", [Upload("friend.jpg", camera_jpeg())])
+    verdict = other.verdicts[0]
+    assert verdict.code == "different_person" and other.photos_total == 3
+    assert verdict.message.startswith("photo 1 (friend.jpg): this looks like a different person from the 3 photos")
