@@ -32,6 +32,7 @@ FRONTAL_CASCADE = "haarcascade_frontalface_alt2.xml"
 PROFILE_CASCADE = "haarcascade_profileface.xml"
 SCALE_FACTOR = 1.1
 MIN_NEIGHBORS = 9  # 5 (the Haar-only default) fired on tilted coins and retina copies; 3 on chelsea's cat
+TILTED_MIN_NEIGHBORS = 12  # turned copies: profile Haar only, stricter (frontal Haar fired on turned coins)
 HAAR_ONLY_MIN_NEIGHBORS = 5  # the previous Haar-only detector, kept for the side-by-side benchmark
 SAME_FACE_OVERLAP = 0.5  # two boxes sharing half of the smaller one are the same face
 
@@ -172,17 +173,18 @@ def merge_same_faces(faces: list[FaceBox]) -> list[FaceBox]:
     return kept
 
 
-def _upright_faces(gray: np.ndarray, search_min: int, profiles: bool) -> list[FaceBox]:
-    """HOG, then frontal Haar, then profile Haar: the first that finds anything wins."""
+def _upright_faces(gray: np.ndarray, search_min: int, profiles: bool, turned: bool = False) -> list[FaceBox]:
+    """HOG, then frontal Haar (not on turned copies), then profile Haar: the first that finds anything wins."""
     upsample = 1 if search_min < HOG_WINDOW_PX and max(gray.shape) <= HOG_UPSAMPLE_MAX_SIDE else 0
     faces = [f for f in _run_hog(gray, upsample) if f.w >= search_min * 0.8]
     if faces:
         return faces
-    faces = _run_cascade(FRONTAL_CASCADE, gray, search_min)
+    faces = [] if turned else _run_cascade(FRONTAL_CASCADE, gray, search_min)
     if not faces and profiles:
-        faces = _run_cascade(PROFILE_CASCADE, gray, search_min)
+        neighbors = TILTED_MIN_NEIGHBORS if turned else MIN_NEIGHBORS
+        faces = _run_cascade(PROFILE_CASCADE, gray, search_min, neighbors)
         mirror = np.ascontiguousarray(gray[:, ::-1])
-        faces += [f.mirrored(gray.shape[1]) for f in _run_cascade(PROFILE_CASCADE, mirror, search_min)]
+        faces += [f.mirrored(gray.shape[1]) for f in _run_cascade(PROFILE_CASCADE, mirror, search_min, neighbors)]
     return faces
 
 
@@ -211,7 +213,7 @@ def _search(gray: np.ndarray, search_min: int, profiles: bool, tilts: tuple[floa
         return [FoundFace(face) for face in faces]
     for degrees in tilts:
         turned, matrix = tilted_copy(gray, degrees)
-        faces = _upright_faces(turned, search_min, profiles)
+        faces = _upright_faces(turned, search_min, profiles, turned=True)
         if faces:
             return [FoundFace(_box_from_tilted(face, matrix), degrees) for face in faces]
     return []
