@@ -16,7 +16,6 @@ from typing import Any
 
 import ray
 
-from intake.captions import blocked_word
 from storage import adapters, consent, generations, jobs
 from storage.db import transaction
 from storage.files import generation_root
@@ -25,17 +24,16 @@ from trainer.cluster.replica import GenerationReply, GenerationRequest, adapter_
 from trainer.job_api import JobContext, JobError, JobOutcome
 from trainer.serving.adapter_cache import AdapterSource
 from trainer.serving.job import (
-    BAD_PAYLOAD,
     DAMAGED,
     DISK_FULL,
     MODEL_UNAVAILABLE,
     OUT_OF_MEMORY,
     WITHHELD,
+    checked_plan,
     write_outputs,
 )
 from trainer.serving.kinds import estimated_steps
-from trainer.serving.requests import ConsentRevoked, RenderPlan, build_plan
-from trainer.serving.safety import blocked_message
+from trainer.serving.requests import ConsentRevoked, RenderPlan
 
 log = logging.getLogger(__name__)
 
@@ -68,16 +66,10 @@ class GenerationGateway:
 
 
 def run_remote_generation(ctx: JobContext) -> JobOutcome:
-    generation_id = ctx.job.payload.get("generation_id")
-    if isinstance(generation_id, bool) or not isinstance(generation_id, int):
-        raise JobError(BAD_PAYLOAD)
-    gen = generations.get_generation(ctx.conn, generation_id)
-    if gen is None:
+    checked = checked_plan(ctx)  # consent, before anything is sent
+    if checked is None:
         return JobOutcome("cancelled")
-    plan = build_plan(ctx.conn, ctx.store, gen, ctx.settings.model_family)  # consent, before anything is sent
-    word = blocked_word([plan.prompt, plan.greeting or "", *plan.headshot_prompts], ctx.settings.prompt_blocklist)
-    if word is not None:
-        raise JobError(blocked_message(word))
+    gen, plan = checked
     gateway: GenerationGateway = ctx.worker.resources[GATEWAY_RESOURCE]
     request = GenerationRequest(
         plan=plan, adapter_files={s.key: gateway.adapter_file(s) for s in plan_sources(plan)},

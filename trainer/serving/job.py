@@ -52,19 +52,29 @@ def generation_server(worker) -> GenerationServer:
     return server
 
 
-def run_generation_job(ctx: JobContext) -> JobOutcome:
+def checked_plan(ctx: JobContext) -> tuple[Generation, RenderPlan] | None:
+    """The job's generation and its render plan, consent and blocklist checked; None when the generation is gone.
+    Local and cluster generation both start here."""
     generation_id = ctx.job.payload.get("generation_id")
     if isinstance(generation_id, bool) or not isinstance(generation_id, int):
         raise JobError(BAD_PAYLOAD)
     gen = generations.get_generation(ctx.conn, generation_id)
     if gen is None:
-        return JobOutcome("cancelled")
-    server = generation_server(ctx.worker)
-    evict_unusable_adapters(ctx.conn, server)
+        return None
     plan = build_plan(ctx.conn, ctx.store, gen, ctx.settings.model_family)
     word = blocked_word([plan.prompt, plan.greeting or "", *plan.headshot_prompts], ctx.settings.prompt_blocklist)
     if word is not None:
         raise JobError(blocked_message(word))
+    return gen, plan
+
+
+def run_generation_job(ctx: JobContext) -> JobOutcome:
+    server = generation_server(ctx.worker)
+    evict_unusable_adapters(ctx.conn, server)  # first, so a refused plan still drops a forgotten person's weights
+    checked = checked_plan(ctx)
+    if checked is None:
+        return JobOutcome("cancelled")
+    gen, plan = checked
     try:
         images, warnings = _render(ctx, server, plan, _stop_reason_with_consent(ctx, gen))
     except RenderStopped as stop:
