@@ -70,7 +70,7 @@ class Settings(BaseSettings):
     max_queued_generations_per_user: int = Field(3, ge=1, le=100)
     max_training_jobs_per_user: int = Field(1, ge=1, le=10)
     generation_cooldown_s: float = Field(3.0, ge=0)
-    adapter_cache_size: int = Field(4, ge=1, le=64)  # unused since serving bounds adapters in MB (adapter_cache_mb)
+    adapter_cache_size: int = Field(4, ge=1, le=64)  # cluster mode: adapter sets each Serve replica keeps routed to it
     train_steps: int | None = Field(None, ge=1, le=100_000)
 
     # Who may use the bot.
