@@ -33,7 +33,9 @@ def build_worker(settings: Settings, *, owner: str | None = None) -> Worker:
     """The worker with every job kind wired: HANDLERS run the jobs, IDLE_TASKS run while the queue is empty."""
     # The handlers load torch and diffusers: imported after logging is configured, so their warnings are formatted.
     from trainer.handlers import HANDLERS, IDLE_TASKS
+    from trainer.library_logs import route_model_library_logs
 
+    route_model_library_logs()
     return Worker(settings, HANDLERS, idle_tasks=IDLE_TASKS, owner=owner)
 
 

@@ -66,7 +66,7 @@ def test_console_terminal_shows_our_warnings_and_the_log_file_keeps_library_chat
     import warnings
 
     stream, log_file = console_logs
-    logging.getLogger("diffusers.loaders.peft").warning("No LoRA keys associated to CLIPTextModel")
+    logging.getLogger("some_library.loaders").warning("No LoRA keys associated to CLIPTextModel")
     logging.getLogger("bitsandbytes.cextension").warning("The installed version of bitsandbytes lacks GPU kernels")
     with warnings.catch_warnings():  # pytest records warnings itself; route this one as the entry point does
         warnings.simplefilter("always")

@@ -43,8 +43,10 @@ def _zeroed_copy(adapter_path, folder):
 
 
 @pytest.mark.slow
-def test_metrics_with_the_fallback_are_labelled_and_the_plot_is_written(trained, models_dir, tmp_path):  # noqa: F811
+def test_metrics_with_the_fallback_are_labelled_and_the_plot_is_written(trained, models_dir, tmp_path,  # noqa: F811
+                                                                        monkeypatch):
     config, result, subjects = trained
+    monkeypatch.setattr("trainer.evaluation.embedders.face_model_dir", lambda configured=None: None)
     report = evaluate_adapter("tiny-sd15", None, models_dir, result.adapter_path, subjects, device="cpu",
                               loss_history=result.loss_history, preview_history=result.preview_history,
                               out_dir=tmp_path)
@@ -74,7 +76,8 @@ def test_an_adapter_that_changes_nothing_has_zero_drift(trained, models_dir, tmp
 
 
 @pytest.mark.slow
-def test_a_local_clip_model_measures_fidelity_and_prompt_fidelity(trained, models_dir, tiny_clip_path):  # noqa: F811
+def test_a_local_clip_model_measures_fidelity_and_prompt_fidelity(trained, models_dir, tiny_clip_path,  # noqa: F811
+                                                                   monkeypatch):
     import torch
 
     from trainer.families import get_family
@@ -82,6 +85,7 @@ def test_a_local_clip_model_measures_fidelity_and_prompt_fidelity(trained, model
     _, result, subjects = trained
     family = get_family("tiny-sd15")
     pipe = family.load_pipeline(family.resolve_model_path(None, models_dir), "cpu", torch.float32)
+    monkeypatch.setattr("trainer.evaluation.embedders.face_model_dir", lambda configured=None: None)  # CLIP-I first
     options = EvaluationOptions(seeds=(5,), neutral_prompts=(), clip_model_path=str(tiny_clip_path))
     report = evaluate_adapter("tiny-sd15", None, models_dir, result.adapter_path, subjects, options=options,
                               pipeline=pipe, plot=False)

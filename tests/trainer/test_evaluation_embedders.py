@@ -43,7 +43,7 @@ def test_local_models_come_before_the_fallback(tiny_clip_path, tiny_dino_path, t
 
 
 def test_missing_folder_is_not_downloaded(tmp_path):
-    models = available_models(clip_path=tmp_path / "nowhere")
-    assert models.clip is None and [m.key for m in models.similarities] == ["fallback_pixels"]
+    models = available_models(clip_path=tmp_path / "nowhere")  # the face models ship with the package
+    assert models.clip is None and [m.key for m in models.similarities] == ["face_identity", "fallback_pixels"]
     with pytest.raises(OSError):
         load_clip(str(tmp_path / "nowhere"))

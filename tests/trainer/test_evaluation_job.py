@@ -49,8 +49,9 @@ def test_metrics_are_stored_on_the_adapter_and_returned_with_the_job(tmp_path, t
     metrics = job.result["metrics"]
     assert metrics == adapter.metrics  # the row and the result agree
     assert metrics["drift"] >= 0 and "subject_fidelity" in metrics and "label" in metrics
-    assert metrics["fidelity_method"].startswith("CLIP-I")  # the configured model was used
-    assert "prompt_fidelity" in metrics
+    assert metrics["fidelity_method"].startswith("face identity")  # on by default, ahead of CLIP
+    assert -1 <= metrics["prompt_fidelity"] <= 1  # the configured CLIP model was used
+    assert metrics["prompt_fidelity_method"].startswith("CLIP-T")
     assert metrics["evaluation"]["seeds"] == [9001]
     _assert_plot_beside_the_adapter(world, job, adapter)
 

@@ -83,3 +83,29 @@ def test_training_still_reports_bad_targets_as_such():
     with pytest.raises(TrainingError) as caught:
         _add_adapters(fake_family(RefusingModule(ValueError("Target modules {'to_x'} not found"))), config, None)
     assert caught.value.code == "bad_target_modules"
+
+
+def test_diffusers_and_transformers_notices_reach_our_log_not_their_own_stream(tmp_path):
+    import io
+    import logging
+
+    import diffusers.utils.logging as diffusers_logging
+    import transformers.utils.logging as transformers_logging
+
+    from storage.logs import configure_logging
+    from trainer.library_logs import route_model_library_logs
+
+    stream, log_file = io.StringIO(), tmp_path / "likeness.log"
+    configure_logging("INFO", stream=stream, log_file=log_file, stream_level="WARNING")
+    try:
+        route_model_library_logs()
+        diffusers_logging.get_logger("diffusers.loaders.peft").warning("No LoRA keys associated to CLIPTextModel")
+        transformers_logging.get_logger("transformers.image_processing").warning("requires torchvision")
+        kept = log_file.read_text()
+        assert "No LoRA keys associated" in kept and "requires torchvision" in kept
+        assert stream.getvalue() == ""
+    finally:
+        logging.captureWarnings(False)
+        for handler in list(logging.getLogger().handlers):
+            handler.close()
+        logging.getLogger().handlers.clear()
