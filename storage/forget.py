@@ -165,8 +165,9 @@ def finish_at_start(conn: sqlite3.Connection, store: FileStore, *, worker_runnin
             if user_id in journal.pending:
                 if forgotten is None and created <= journal.pending[user_id]:  # killed before its tombstone
                     tombstone_user(conn, user_id)
-            elif journal.forgotten and journal.was_forgotten(user_id, created):
+            elif journal.forgotten and (at := journal.forgotten_at(user_id, created)) is not None:
                 again.append(user_id)
+                forget_journal.add_pending(data_dir, [user_id], at)  # the same forget, applied again
                 tombstone_user(conn, user_id)
         if again:
             log.warning("erasing %d forgotten user(s) again: the database (a restored backup) still held them",

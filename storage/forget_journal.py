@@ -41,14 +41,14 @@ class ForgetJournal:
     def user_hash(self, user_id: int) -> str:
         return hmac.new(bytes.fromhex(self.salt), str(int(user_id)).encode(), hashlib.sha256).hexdigest()
 
-    def was_forgotten(self, user_id: int, created_at: float) -> bool:
-        """True for a user row that existed when that user was forgotten (so a restore brought it back)."""
+    def forgotten_at(self, user_id: int, created_at: float) -> float | None:
+        """When this user was forgotten, for a user row that existed then (a restore brought it back); else None."""
         if self._latest is None:
             self._latest = {}
             for known, at in self.forgotten:
                 self._latest[known] = max(at, self._latest.get(known, at))
         at = self._latest.get(self.user_hash(user_id))
-        return at is not None and created_at <= at
+        return at if at is not None and created_at <= at else None
 
     def save(self) -> None:
         data = {"version": VERSION, "salt": self.salt,
@@ -105,6 +105,8 @@ def finish(data_dir: Path, user_ids: list[int]) -> None:
     if not done:
         return
     for user_id in done:
-        journal.forgotten.append((journal.user_hash(user_id), journal.pending.pop(user_id)))
+        entry = (journal.user_hash(user_id), journal.pending.pop(user_id))
+        if entry not in journal.forgotten:  # an erasure applied again after a restore keeps its first record
+            journal.forgotten.append(entry)
     journal._latest = None
     journal.save()
