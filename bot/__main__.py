@@ -275,9 +275,10 @@ def main(argv: list[str] | None = None) -> int:
     token = settings.discord_token.get_secret_value().strip() if settings.discord_token else ""
     console = args.mode == "console" or default_console
     # The console's terminal is for the conversation: only our own warnings show there, the rest goes to the log.
+    tool = args.mode in ("backup", "restore", "verify")  # their one line of result is what the host reads
     configure_logging(settings.log_level, secrets=[token], log_file=settings.log_path,
-                      stream_level="WARNING" if console else None)
-    if args.mode in ("backup", "restore", "verify"):
+                      stream_level="WARNING" if console or tool else None)
+    if tool:
         code, text = backup_commands.run_command(args.mode, settings.database_path, settings.store_dir,
                                                  settings.backup_keep, getattr(args, "file", None),
                                                  getattr(args, "force", False))
