@@ -112,7 +112,7 @@ def sweep_forgotten(conn: sqlite3.Connection, store: FileStore) -> list[int]:
     ]
     for user_id in pending:
         _sweep_user(conn, store, user_id)
-        log.info("forgot user %d", user_id)
+        log.info("forgot a user (rows and files)")  # never their id: the log file is not erased
     _finish_erasures(conn, pending)
     return pending
 
