@@ -194,3 +194,119 @@ def wait_for(predicate, timeout_s: float, step_s: float = 0.05):
             return value
         time.sleep(step_s)
     return None
+
+
+# Long-running consoles, and what a scenario checks afterwards.
+class Console:
+    """`python -m bot console ARGS` kept running, its output collected by a thread, fed lines on stdin."""
+
+    def __init__(self, data_dir: Path, *args: str, **env: str) -> None:
+        import threading
+
+        self.process = subprocess.Popen([sys.executable, "-m", "bot", "console", *args], cwd=data_dir.parent,
+                                        env=clean_env(data_dir, **env), stdin=subprocess.PIPE,
+                                        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+        self.lines: list[str] = []
+        threading.Thread(target=self._read, daemon=True).start()
+
+    def _read(self) -> None:
+        for line in self.process.stdout:
+            self.lines.append(line.rstrip("\n"))
+
+    def send(self, *lines: str) -> None:
+        self.process.stdin.write("".join(line + "\n" for line in lines))
+        self.process.stdin.flush()
+
+    def expect(self, text: str, timeout_s: float = START_TIMEOUT_S) -> bool:
+        return wait_for(lambda: any(text in line for line in self.lines), timeout_s) is not None
+
+    def close(self, timeout_s: float = START_TIMEOUT_S) -> int | None:
+        """End of input ends the console; None if it had to be killed."""
+        with suppress(OSError):
+            self.process.stdin.close()
+        try:
+            return self.process.wait(timeout=timeout_s)
+        except subprocess.TimeoutExpired:
+            self.process.kill()
+            self.process.wait()
+            return None
+
+    @property
+    def out(self) -> str:
+        return "\n".join(self.lines)
+
+
+PARTIAL_MARKS = (".tmp-", ".restore-", ".part-")
+
+
+def partial_files(*folders: Path) -> list[str]:
+    """Files a failed write left behind: temp names, empty files, zips that do not open."""
+    import zipfile
+
+    found = []
+    for folder in folders:
+        for path in (p for p in folder.rglob("*") if p.is_file()) if folder.exists() else ():
+            name = path.name
+            broken_zip = name.endswith(".zip") and not zipfile.is_zipfile(path)
+            journal = name.endswith("-journal") and not path.with_name(name[:-len("-journal")]).exists()
+            empty = path.stat().st_size == 0 and path.suffix in (".zip", ".png", ".safetensors", ".sqlite3")
+            if any(mark in name for mark in PARTIAL_MARKS) or broken_zip or journal or empty:
+                found.append(str(path.relative_to(folder)))
+    return found
+
+
+def confirmed_rows(db_path: Path) -> set[tuple[str, int]]:
+    """The rows users were told about (subjects, photos, shares, jobs), as (table, id)."""
+    conn = connect(db_path, apply_migrations=False)
+    try:
+        return {(table, row[0]) for table in ("users", "subjects", "photos", "grants", "jobs", "generations")
+                for row in conn.execute(f"SELECT id FROM {table}")}
+    finally:
+        conn.close()
+
+
+def markers_found(data_dir: Path, markers: list[bytes]) -> list[str]:
+    return [f"{path.relative_to(data_dir)}: {marker[:20]!r}" for path in data_dir.rglob("*") if path.is_file()
+            for marker in markers if marker in path.read_bytes()]
+
+
+# The tally every scenario reports into.
+ZERO_FIGURES = ("stuck_jobs", "orphan_workers", "hangs", "tracebacks_shown", "forgotten_bytes_found",
+                "undetected_damage", "render_steps_after_unshare", "confirmed_writes_lost",
+                "forgotten_users_restored", "partial_files_left", "unsafe_restores", "second_instances_started",
+                "full_disks_misread")
+
+
+class Tally:
+    def __init__(self) -> None:
+        self.figures: dict[str, float] = {name: 0 for name in ZERO_FIGURES}
+        self.recovery_s: dict[str, float | None] = {}
+        self.details: dict[str, object] = {}
+        self.exercised: list[str] = []
+        self.not_exercised: dict[str, str] = {}  # scenario -> what it waited for that never happened
+
+    def count_run(self, run: Run) -> None:
+        self.figures["hangs"] += int(run.hung)
+        self.figures["tracebacks_shown"] += run.tracebacks
+
+    def add(self, figure: str, amount: float) -> None:
+        self.figures[figure] = self.figures.get(figure, 0) + amount
+
+    def ran(self, scenario: str) -> None:
+        """The scenario provoked its fault for real (what it waited for happened)."""
+        if scenario not in self.not_exercised and scenario not in self.exercised:
+            self.exercised.append(scenario)
+
+    def missed(self, scenario: str, why: str) -> None:
+        """The scenario did not provoke its fault: it counts as not exercised, never as 0 problems."""
+        self.not_exercised[scenario] = why
+        if scenario in self.exercised:
+            self.exercised.remove(scenario)
+
+    def check(self, scenario: str, happened: object, why_not: str) -> bool:
+        """ran() when `happened`, else missed(why_not); returns whether it happened."""
+        if happened:
+            self.ran(scenario)
+        else:
+            self.missed(scenario, why_not)
+        return bool(happened)

@@ -1,43 +1,44 @@
-"""Faults that used to lose work or hang (issue 18), each provoked for real on the tiny model.
+"""Faults that used to lose work or hang (issues 18 and 26), each provoked for real on the tiny model.
 
-    python -m bench.faults --json [--quick]
+    python -m bench.faults --json [--quick] [--only SCENARIO ...]
 
-Scenarios:
+Scenarios (here, bench/fault_restores.py, bench/fault_forgets.py, bench/fault_disks.py, bench/fault_stalls.py):
 - damaged databases (0 bytes next to a full store, truncated, garbage header, garbage pages, garbage in the WAL):
   `python -m bot` must refuse with one line and a non-zero exit, never hang or show a traceback; then
   `python -m bot restore` and a clean start. recovery_s: from the damaged start to the first healthy one.
 - kill -9 of the console while its worker runs: the worker must follow. recovery_s: kill to worker gone.
 - kill -9 of the worker mid-training under the supervisor: the job goes straight back to the queue and a new
   worker resumes it. recovery_s: kill to the job running again under the new worker.
-- a full disk (a tmpfs mounted here; skipped with the reason where mounting is impossible): a training job that
-  cannot fit is refused before it starts, and a disk that fills mid-training fails the job with the disk-full
-  sentence, never leaving it running. recovery_s: fill to the job's outcome recorded.
-- forget: markers of a forgotten user (name, trigger, captions, prompt, file hashes) searched in the raw database,
-  WAL, store and backups while the process still runs.
+- a full disk (a tmpfs mounted here): a training job that cannot fit is refused before it starts, and a disk that
+  fills mid-training fails the job with the disk-full sentence, never leaving it running.
+- forget: markers of a forgotten user searched in the raw database, WAL, store and backups while the process runs.
 - unshare mid-render: render steps drawn after the owner unshared (the render must stop before the next step).
+- restore_empty_backup, restore_while_running, second_instance, forget_killed_before_backups,
+  restore_after_forget, full_disk_at_start, export_full_disk, hung_worker (issue 26).
 
-Printed: stuck_jobs, orphan_workers, hangs, tracebacks_shown, forgotten_bytes_found (all should be 0),
-undetected_damage, render_steps_after_unshare, recovery_s per crash kind, and details per scenario.
+A scenario whose fault never happened (training never reached the step, the worker never started, the disk never
+filled, the render failed before the unshare, a mount was refused) is listed in `not_exercised` and counted in
+`scenarios_not_exercised`, never scored as 0 problems. Goals (bench/goals.py): every problem count 0,
+`scenarios_not_exercised` 0, `hung_worker_detected_s` within two leases; the exit status is 1 when one is missed.
 """
 
 from __future__ import annotations
 
 import argparse
-import asyncio
-import json
 import logging
 import os
 import signal
 import subprocess
 import sys
 import tempfile
-import threading
 import time
 from pathlib import Path
 
+from bench import fault_disks, fault_forgets, fault_restores, fault_stalls
 from bench import fault_world as fw
+from bench.goals import Goal, finish
 from storage import consent, generations, jobs
-from storage.db import AsyncDatabase, connect
+from storage.db import connect
 from storage.files import FileStore
 from storage.forget import sweep_forgotten, tombstone_user
 from storage.locks import is_held
@@ -46,20 +47,9 @@ from storage.subjects import ensure_user
 DAMAGE_KINDS = ("zero_byte", "truncated", "garbage_header", "garbage_pages", "garbage_wal")
 
 
-class Tally:
-    def __init__(self) -> None:
-        self.figures = {"stuck_jobs": 0, "orphan_workers": 0, "hangs": 0, "tracebacks_shown": 0,
-                        "forgotten_bytes_found": 0, "undetected_damage": 0, "render_steps_after_unshare": 0}
-        self.recovery_s: dict[str, float | None] = {}
-        self.details: dict[str, object] = {}
-
-    def count_run(self, run: fw.Run) -> None:
-        self.figures["hangs"] += int(run.hung)
-        self.figures["tracebacks_shown"] += run.tracebacks
-
-
-def damaged_databases(root: Path, tally: Tally) -> None:
+def damaged_databases(root: Path, shared: Path, tally: fw.Tally) -> None:
     for kind in DAMAGE_KINDS:
+        name = f"damaged_db_{kind}"
         data = root / kind / "data"
         data.mkdir(parents=True)
         fw.make_damaged(data, kind)
@@ -72,12 +62,14 @@ def damaged_databases(root: Path, tally: Tally) -> None:
         detected = refused.code not in (0, None)
         tally.figures["undetected_damage"] += int(not detected)
         ok = restored.code == 0 and healthy.code == 0
-        tally.recovery_s[f"damaged_db_{kind}"] = round(time.monotonic() - began, 2) if ok else None
+        tally.recovery_s[name] = round(time.monotonic() - began, 2) if ok else None
         lines = refused.out.strip().splitlines()
-        tally.details[f"damaged_db_{kind}"] = {"refusal": lines[-1:], "lines_printed": len(lines), "restored": ok}
+        tally.details[name] = {"refusal": lines[-1:], "lines_printed": len(lines), "restored": ok,
+                               "restore": restored.out.strip().splitlines()[-1:]}
+        tally.check(name, refused.code is not None, "the damaged start never finished")
 
 
-def console_killed(root: Path, tally: Tally) -> None:
+def console_killed(root: Path, shared: Path, tally: fw.Tally) -> None:
     data = root / "kill-console" / "data"
     data.mkdir(parents=True)
     parent = subprocess.Popen([sys.executable, "-m", "bot", "console", "--worker", "subprocess"],
@@ -94,106 +86,13 @@ def console_killed(root: Path, tally: Tally) -> None:
         tally.figures["orphan_workers"] += 1
         os.kill(worker, signal.SIGKILL)
     tally.details["console_kill9"] = {"worker_started": bool(started), "worker_gone": gone}
-
-
-async def _worker_killed(root: Path, shared: Path, tally: Tally) -> None:
-    from bot.supervisor import WorkerSupervisor
-
-    settings = fw.settings_for(root / "kill-worker" / "data", shared, worker_lease_s=30.0)
-    conn = connect(settings.database_path)
-    store = FileStore(settings.store_dir)
-    job_id = fw.queue_training(conn, fw.add_subject(conn, store, 1, "rraj").id, 1, steps=400, checkpoint_every=5)
-    db = await AsyncDatabase.open(settings.database_path)
-    supervisor = WorkerSupervisor(settings, db, min_backoff_s=0.2, stop_timeout_s=120)
-    supervisor.start()
-
-    async def until(predicate, timeout_s: float):
-        deadline = time.monotonic() + timeout_s
-        while time.monotonic() < deadline:
-            if await predicate():
-                return True
-            await asyncio.sleep(0.1)
-        return False
-
-    async def training():
-        job = await db.run(jobs.get_job, job_id)
-        return job.state == "running" and job.step >= 6
-
-    try:
-        recovered = False
-        if await until(training, 600):
-            first = supervisor.state.owner
-            os.kill(supervisor.state.pid, signal.SIGKILL)
-            killed_at = time.monotonic()
-
-            async def resumed():
-                job = await db.run(jobs.get_job, job_id)
-                return job.state == "running" and job.owner not in (None, first)
-
-            recovered = await until(resumed, 600)
-            tally.recovery_s["worker_kill9"] = round(time.monotonic() - killed_at, 2) if recovered else None
-        tally.details["worker_kill9"] = {"resumed_by_a_new_worker": recovered}
-    finally:
-        await supervisor.stop()
-        await db.close()
-        conn.close()
-    tally.figures["stuck_jobs"] += fw.stuck_jobs(settings.database_path)
-
-
-def _fill_once_training(settings, job_id: int) -> dict[str, float]:
-    """Start a thread that fills the disk as soon as the job reports a training step; returns when it did."""
-    filled: dict[str, float] = {}
-
-    def watch() -> None:
-        conn = connect(settings.database_path, apply_migrations=False)
-        try:
-            if fw.wait_for(lambda: jobs.get_job(conn, job_id).step >= 1, 600):
-                fw.fill(settings.data_dir)  # someone else fills the disk mid-training
-                filled["at"] = time.monotonic()
-        finally:
-            conn.close()
-
-    threading.Thread(target=watch, name="filler", daemon=True).start()
-    return filled
-
-
-def disk_full(root: Path, shared: Path, tally: Tally) -> None:
-    from trainer.__main__ import build_worker
-
-    for name, size in (("disk_refused_early", 3 * 1024 * 1024), ("disk_full_mid_training", 24 * 1024 * 1024)):
-        point = root / name
-        why_not = fw.mount_small_disk(point, size)
-        if why_not is not None:
-            tally.details[name] = {"skipped": why_not}
-            continue
-        try:
-            settings = fw.settings_for(point / "data", shared, worker_lease_s=0.6)  # progress every 0.2 s
-            conn = connect(settings.database_path)
-            store = FileStore(settings.store_dir)
-            job_id = fw.queue_training(conn, fw.add_subject(conn, store, 1, "rraj").id, 1, steps=400,
-                                       checkpoint_every=4)
-            worker = build_worker(settings, owner="bench")
-            filled = _fill_once_training(settings, job_id) if name == "disk_full_mid_training" else {}
-            began = time.monotonic()
-            try:
-                worker.run(until_idle=True)
-            finally:
-                worker.close()
-            job = jobs.get_job(conn, job_id)
-            clean = job.state == "failed" and "disk is" in (job.error or "")
-            since = filled.get("at", began)
-            tally.recovery_s[name] = round(time.monotonic() - since, 2) if clean else None
-            tally.figures["stuck_jobs"] += int(job.state == "running")
-            tally.details[name] = {"state": job.state, "error": job.error, "disk_filled": bool(filled)}
-            conn.close()
-        finally:
-            fw.unmount(point)
+    tally.check("console_kill9", started, "the worker never started")
 
 
 MARKERS = ("Zanzibarina Quoxley", "qqzxv", "caption-marker-7781", "prompt-marker-5521")
 
 
-def forget_erasure(root: Path, tally: Tally) -> None:
+def forget_erasure(root: Path, shared: Path, tally: fw.Tally) -> None:
     from storage.backups import backup_database
 
     data = root / "forget" / "data"
@@ -208,18 +107,19 @@ def forget_erasure(root: Path, tally: Tally) -> None:
     backup_database(conn, data / "backups", keep=3)
     for n in range(20):
         ensure_user(conn, 100 + n, f"someone else {n}")
+    markers = [m.encode() for m in (*MARKERS, *hashes)] + [bytes.fromhex(h) for h in hashes]
+    before = fw.markers_found(data, markers)
     tombstone_user(conn, 7)
     sweep_forgotten(conn, store)
-    markers = [m.encode() for m in (*MARKERS, *hashes)] + [bytes.fromhex(h) for h in hashes]
-    found = [(path.name, marker) for path in data.rglob("*") if path.is_file()
-             for marker in markers if marker in path.read_bytes()]
+    found = fw.markers_found(data, markers)
     tally.figures["forgotten_bytes_found"] += len(found)
-    tally.details["forget"] = {"markers": len(markers), "found": [f"{name}: {m[:20]!r}" for name, m in found]}
+    tally.details["forget"] = {"markers": len(markers), "found_before": len(before), "found": found}
+    tally.check("forget", before, "the markers were never on disk before the forget")
     other.close()
     conn.close()
 
 
-def unshare_mid_render(root: Path, shared: Path, tally: Tally) -> None:
+def unshare_mid_render(root: Path, shared: Path, tally: fw.Tally) -> None:
     from trainer.__main__ import build_worker
     from trainer.serving import kinds
 
@@ -259,38 +159,76 @@ def unshare_mid_render(root: Path, shared: Path, tally: Tally) -> None:
     tally.figures["render_steps_after_unshare"] += max(0, len(steps) - 1)
     tally.details["unshare_mid_render"] = {"state": job.state, "error": job.error, "steps_drawn": len(steps),
                                            "steps_requested": 8 * 3}
+    tally.check("unshare_mid_render", steps, f"the render failed before the unshare ({job.state}: {job.error})")
     conn.close()
 
 
-def run_all(quick: bool) -> dict:
-    tally = Tally()
+# (scenario names, function, runs with --quick)
+SCENARIOS = [
+    (tuple(f"damaged_db_{kind}" for kind in DAMAGE_KINDS), damaged_databases, True),
+    (("console_kill9",), console_killed, True),
+    (("forget",), forget_erasure, True),
+    (("disk_refused_early", "disk_full_mid_training"), fault_disks.disk_full_training, True),
+    (("unshare_mid_render",), unshare_mid_render, True),
+    (("restore_empty_backup",), fault_restores.restore_empty_backup, True),
+    (("restore_while_running",), fault_restores.restore_while_running, True),
+    (("second_instance",), fault_restores.second_instance, True),
+    (("forget_killed_before_backups",), fault_forgets.forget_killed_before_backups, True),
+    (("restore_after_forget",), fault_forgets.restore_after_forget, True),
+    (("full_disk_at_start",), fault_disks.full_disk_at_start, True),
+    (("export_full_disk",), fault_disks.export_full_disk, True),
+    (("worker_kill9",), fault_stalls.worker_killed, False),
+    (("hung_worker",), fault_stalls.hung_worker, False),
+]
+ALL_SCENARIOS = [name for names, _, _ in SCENARIOS for name in names]
+
+
+def selected(quick: bool, only: list[str] | None) -> list[tuple]:
+    if only:
+        return [entry for entry in SCENARIOS if set(entry[0]) & set(only)]
+    return [entry for entry in SCENARIOS if entry[2] or not quick]
+
+
+def run_all(quick: bool, only: list[str] | None = None) -> dict:
+    tally = fw.Tally()
+    chosen = selected(quick, only)
     with tempfile.TemporaryDirectory(prefix="likeness-faults-") as tmp:
         root, shared = Path(tmp), Path(tmp) / "shared"
-        damaged_databases(root, tally)
-        console_killed(root, tally)
-        forget_erasure(root, tally)
-        disk_full(root, shared, tally)
-        unshare_mid_render(root, shared, tally)
-        if not quick:
-            asyncio.run(_worker_killed(root, shared, tally))
-    return {**tally.figures, "recovery_s": tally.recovery_s, "details": tally.details}
+        for names, scenario, _ in chosen:
+            try:
+                scenario(root, shared, tally)
+            except Exception as exc:  # a scenario that crashed did not run: it must not read as 0 problems
+                logging.exception("scenario %s crashed", names[0])
+                for name in names:
+                    if name not in tally.exercised:
+                        tally.missed(name, f"it crashed: {type(exc).__name__}: {str(exc)[:200]}")
+            for name in names:
+                if name not in tally.exercised and name not in tally.not_exercised:
+                    tally.missed(name, "it never reported")
+    return {**tally.figures, "scenarios_not_exercised": len(tally.not_exercised),
+            "not_exercised": tally.not_exercised, "scenarios_exercised": tally.exercised,
+            "recovery_s": tally.recovery_s, "details": tally.details}
+
+
+def goals_for(report: dict) -> list[Goal]:
+    goals = [Goal(name, "==", 0) for name in fw.ZERO_FIGURES]
+    goals.append(Goal("scenarios_not_exercised", "==", 0))
+    if "hung_worker" in report["scenarios_exercised"] or "hung_worker" in report["not_exercised"]:
+        goals.append(Goal("hung_worker_detected_s", "<=", 2 * fault_stalls.HUNG_LEASE_S))
+    return goals
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--json", action="store_true", help="print one JSON object")
-    parser.add_argument("--quick", action="store_true", help="leave out the kill -9 of a training worker")
+    parser.add_argument("--quick", action="store_true",
+                        help="leave out the scenarios that train under a supervised worker (kill -9, hung worker)")
+    parser.add_argument("--only", nargs="+", choices=ALL_SCENARIOS, metavar="SCENARIO",
+                        help=f"run only these scenarios: {', '.join(ALL_SCENARIOS)}")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.WARNING, stream=sys.stderr)
-    figures = run_all(args.quick)
-    if args.json:
-        print(json.dumps(figures, indent=2))
-    else:
-        for key, value in figures.items():
-            print(f"{key}: {value}")
-    zero = ("stuck_jobs", "orphan_workers", "hangs", "tracebacks_shown", "forgotten_bytes_found",
-            "undetected_damage", "render_steps_after_unshare")
-    return 0 if all(figures[key] == 0 for key in zero) else 1
+    report = run_all(args.quick, args.only)
+    return finish(report, goals_for(report), as_json=args.json, indent=2)
 
 
 if __name__ == "__main__":

@@ -3,10 +3,12 @@
     python -m bot                                # Discord with a token; without one, the tiny-sd15 console
     python -m bot console [--model tiny-sd15] [--out DIR] [--worker subprocess|thread|none] [--script FILE]
     python -m bot demo-photos DIR                # two sample face photos to try training with
-    python -m bot backup | restore [FILE] | verify   # the database's backups (storage/backups.py)
+    python -m bot backup | restore [--force] [FILE] | verify   # the database's backups (storage/backup_commands.py)
 
 Dependencies are built once here (settings, logging, database, file store, services, worker supervisor) and passed
 in; shutdown closes them in reverse order. SIGTERM stops the bot first, then the worker, which checkpoints its step.
+One Likeness per data directory: the bot or console holds the instance lock (storage/locks.py) from before the
+database is checked until it exits, and finishes any unfinished forget before it serves anyone.
 """
 
 from __future__ import annotations
@@ -27,15 +29,17 @@ from pydantic import SecretStr, ValidationError
 from pydantic_settings import BaseSettings
 
 from bot.maintenance import Maintenance, admin_notifier
-from storage import backups
-from storage.disk import storage_failure
+from storage import backup_commands
+from storage.disk import DiskFullError, storage_failure
 from storage.integrity import DatabaseDamaged, check_database
+from storage.locks import DataDirBusy, hold_instance, is_held, worker_lock
 from storage.logs import QUIET_LIBRARIES_ENV, configure_logging
 from storage.settings import REAL_FAMILIES, TINY_FAMILIES, Settings, SettingsError, load_settings
 
 log = logging.getLogger("bot")
 
 DEMO_MODEL = "tiny-sd15"
+WORKER_LOCK_RETRY_S = 2.0
 NO_TOKEN_LINE = (f"No Discord token configured (LIKENESS_DISCORD_TOKEN): starting the offline console on the "
                  f"{DEMO_MODEL} demo model. Type `help`.")
 
@@ -55,7 +59,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     modes.add_parser("discord", help="run the Discord bot (needs LIKENESS_DISCORD_TOKEN)")
     modes.add_parser("backup", help="back up the database now (it is also backed up on a schedule)")
     restore = modes.add_parser("restore", help="replace the database with a backup (Likeness must be stopped)")
-    restore.add_argument("file", type=Path, nargs="?", help="the backup to restore (default: the newest)")
+    restore.add_argument("file", type=Path, nargs="?", help="the backup to restore (default: the newest safe one)")
+    restore.add_argument("--force", action="store_true",
+                         help="restore even an empty backup, or one that lacks rows for stored files")
     modes.add_parser("verify", help="check the database and every backup")
     return parser.parse_args(argv)
 
@@ -65,6 +71,15 @@ async def build_services(settings: Settings, db, store):
 
     services = Services.build(settings, db, store)
     return await services if inspect.isawaitable(services) else services
+
+
+async def finish_forgets(settings: Settings, db, store) -> None:
+    """Before serving: any forget a crash interrupted is finished, and any forgotten user a restore brought back
+    is erased again (storage/forget.py)."""
+    from storage import forget
+
+    running = is_held(worker_lock(settings.data_dir).path)
+    await db.run(forget.finish_at_start, store, worker_running=running)
 
 
 def _stop_on_signals(stop: asyncio.Event) -> None:
@@ -88,6 +103,7 @@ async def run_discord(settings: Settings, token: str) -> int:
     _stop_on_signals(stop)
     async with await AsyncDatabase.open(settings.database_path) as db:
         services = await build_services(settings, db, FileStore(settings.store_dir))
+        await finish_forgets(settings, db, services.store)
         supervisor = WorkerSupervisor(settings, db)
         supervisor.start()
         maintenance = Maintenance(settings, db, services.store)
@@ -115,12 +131,14 @@ async def run_discord(settings: Settings, token: str) -> int:
 
 # Console.
 class ThreadWorker:
-    """The worker in this process (no subprocess): handy for tests and small machines."""
+    """The worker in this process (no subprocess): handy for tests and small machines. It holds the worker lock
+    like any worker, so it never runs jobs next to another worker on the same data directory."""
 
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
         self._worker = None
         self._ready = threading.Event()
+        self._stopping = threading.Event()
         self._thread = threading.Thread(target=self._run, name="worker", daemon=True)
 
     def start(self) -> None:
@@ -131,14 +149,27 @@ class ThreadWorker:
         # Only --worker thread loads the worker (torch) into the bot process; the import contract allows this one.
         from trainer.__main__ import build_worker
 
-        self._worker = build_worker(self.settings)
-        self._ready.set()
+        lock = worker_lock(self.settings.data_dir)
+        if not lock.acquire("worker (console thread)"):
+            log.warning("another worker (%s) already serves %s; this console's worker starts when it stops",
+                        lock.describe_holder(), self.settings.data_dir)
+            while not lock.acquire("worker (console thread)"):
+                if self._stopping.wait(WORKER_LOCK_RETRY_S):
+                    self._ready.set()
+                    return
         try:
-            self._worker.run()
+            self._worker = build_worker(self.settings)
+            self._ready.set()
+            try:
+                self._worker.run()
+            finally:
+                self._worker.close()
         finally:
-            self._worker.close()
+            self._ready.set()
+            lock.release()
 
     async def stop(self) -> None:
+        self._stopping.set()
         await asyncio.to_thread(self._ready.wait, 120)
         if self._worker is not None:
             self._worker.request_stop()
@@ -148,14 +179,13 @@ class ThreadWorker:
 async def run_console(settings: Settings, args: argparse.Namespace) -> int:
     from bot.console import INTERRUPTED, ConsoleSession, stdin_lines, terminal_lines
     from bot.supervisor import WorkerSupervisor
-    from storage import forget
     from storage.db import AsyncDatabase
     from storage.files import FileStore
 
     async with await AsyncDatabase.open(settings.database_path) as db:
         store = FileStore(settings.store_dir)
         services = await build_services(settings, db, store)
-        await db.run(forget.sweep_forgotten, store)
+        await finish_forgets(settings, db, store)
         worker = None
         if args.worker == "subprocess":
             worker = WorkerSupervisor(settings, db, worker_log=settings.log_path)
@@ -245,17 +275,38 @@ def main(argv: list[str] | None = None) -> int:
     token = settings.discord_token.get_secret_value().strip() if settings.discord_token else ""
     console = args.mode == "console" or default_console
     # The console's terminal is for the conversation: only our own warnings show there, the rest goes to the log.
+    tool = args.mode in ("backup", "restore", "verify")  # their one line of result is what the host reads
     configure_logging(settings.log_level, secrets=[token], log_file=settings.log_path,
-                      stream_level="WARNING" if console else None)
-    if args.mode in ("backup", "restore", "verify"):
-        code, text = backups.run_command(args.mode, settings.database_path, settings.store_dir,
-                                         settings.backup_keep, getattr(args, "file", None))
+                      stream_level="WARNING" if console or tool else None)
+    if tool:
+        code, text = backup_commands.run_command(args.mode, settings.database_path, settings.store_dir,
+                                                 settings.backup_keep, getattr(args, "file", None),
+                                                 getattr(args, "force", False))
         print(text, file=sys.stdout if code == 0 else sys.stderr)
         return code
+    try:
+        instance = hold_instance(settings.data_dir, "console" if console else "Discord bot")
+    except DataDirBusy as exc:
+        print(f"likeness: {exc}", file=sys.stderr)
+        return 1
+    except OSError as exc:  # the data directory cannot even hold the lock file (a full or read-only disk)
+        print(f"likeness: {storage_failure(exc, settings.data_dir)}", file=sys.stderr)
+        return 1
+    try:
+        return _serve(args, settings, token, console=console, default_console=default_console)
+    finally:
+        instance.release()
+
+
+def _serve(args: argparse.Namespace, settings: Settings, token: str, *, console: bool,
+           default_console: bool) -> int:
     try:  # before anything opens the database: opening a damaged one can make the damage permanent
         check_database(settings.database_path, settings.store_dir, settings.backups_dir)
     except DatabaseDamaged as exc:
         print(f"likeness: {exc}", file=sys.stderr)
+        return 1
+    except DiskFullError as exc:
+        print(f"likeness: {storage_failure(exc, settings.data_dir)}", file=sys.stderr)
         return 1
     if console:
         if default_console:

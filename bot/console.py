@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import shutil
 import sys
 import threading
 from collections.abc import AsyncIterator, Iterable
@@ -23,7 +22,7 @@ from prompt_toolkit import PromptSession
 from prompt_toolkit.patch_stdout import patch_stdout
 
 from bot import render
-from bot.console_jobs import JobFollower, unique_path
+from bot.console_jobs import JobFollower, copy_out
 from bot.console_parser import ParsedCommand, ParseError, help_text, parse_line
 from bot.render import Style
 from bot.services import Services
@@ -32,7 +31,7 @@ from bot.services.training import TrainRequest
 from bot.services.types import ImagineOptions, Requester, Upload
 from bot.services.verbs import for_console
 from storage import forget, jobs
-from storage.disk import DISK_FULL, is_disk_full
+from storage.disk import DISK_FULL, describe_free, is_disk_full
 
 log = logging.getLogger(__name__)
 
@@ -129,8 +128,9 @@ class ConsoleSession:
         except ConsoleError as exc:
             self.say(f"error: {exc}")
         except Exception as exc:
-            if is_disk_full(exc):
-                self.say(f"error: {DISK_FULL}")
+            if is_disk_full(exc):  # the host is at this console: say how much room there is
+                self.say(f"error: {DISK_FULL} ({describe_free(self.services.settings.data_dir)}; nothing was "
+                         "left half-written)")
                 return True
             log.exception("console command %r failed", command.verb)
             self.say("error: something went wrong; the details are in the log above.")
@@ -281,10 +281,8 @@ class ConsoleSession:
     # Account.
     async def do_export(self, cmd: ParsedCommand) -> None:
         bundle = await self.services.account.export(self.user, cmd.get("subject"))
-        self.out_dir.mkdir(parents=True, exist_ok=True)
         name = Path(bundle.filename)
-        target = await asyncio.to_thread(unique_path, self.out_dir, name.stem, name.suffix)
-        await asyncio.to_thread(shutil.copyfile, bundle.path, target)
+        target = await asyncio.to_thread(copy_out, bundle.path, self.out_dir, name.stem, name.suffix)
         self.say(render.export_bundle(bundle, sent_to=f"written to {target}", style=PLAIN))
 
     async def do_forget(self, cmd: ParsedCommand) -> None:

@@ -1,9 +1,9 @@
 """The console's jobs in the background: progress lines, finished notices and pictures written to `--out`.
 
 Each followed job is one asyncio task that polls its row, so the prompt stays live while it runs. A finished job's
-notice is delivered once (`jobs.claim_notice`), by whichever console sees it first; a console that was closed
-meanwhile delivers it at its next start (`resume`), writing the pictures then. Nothing in `--out` is ever
-overwritten: a name that exists gets a numbered sibling.
+notice is marked delivered (`jobs.claim_notice`) only once it is out, its pictures written; a console that was
+closed meanwhile, or could not write them (a full disk), delivers it at its next start (`resume`). Nothing in
+`--out` is ever overwritten (a name that exists gets a numbered sibling) or left half-written.
 """
 
 from __future__ import annotations
@@ -11,9 +11,11 @@ from __future__ import annotations
 import asyncio
 import logging
 import math
+import os
 import shutil
 import sqlite3
 import time
+import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -22,6 +24,7 @@ from bot import render
 from bot.render import Style
 from bot.services import Services
 from storage import generations, jobs, subjects
+from storage.disk import describe_free, is_disk_full
 
 log = logging.getLogger(__name__)
 
@@ -70,6 +73,23 @@ def unique_path(folder: Path, stem: str, suffix: str) -> Path:
     raise FileExistsError(f"no free file name for {stem}{suffix} in {folder}")
 
 
+def copy_out(source: Path, folder: Path, stem: str, suffix: str) -> Path:
+    """Copy `source` into `folder` under the first free name (see unique_path). The copy is made under a hidden
+    temporary name and only then given its name, so a full disk or a crash never leaves a partial file."""
+    folder.mkdir(parents=True, exist_ok=True)
+    temp = folder / f".{stem}{suffix}.part-{uuid.uuid4().hex[:8]}"
+    try:
+        with open(source, "rb") as reader, open(temp, "wb") as writer:
+            shutil.copyfileobj(reader, writer)
+            writer.flush()
+            os.fsync(writer.fileno())
+        target = unique_path(folder, stem, suffix)
+        os.replace(temp, target)
+    finally:
+        temp.unlink(missing_ok=True)
+    return target
+
+
 class JobFollower:
     def __init__(self, services: Services, out_dir: Path, say: Callable[[str], None], *, poll_s: float = 0.5,
                  progress_every_s: float = 10.0, job_timeout_s: float | None = None) -> None:
@@ -80,6 +100,7 @@ class JobFollower:
         self.progress_every_s = progress_every_s
         self.job_timeout_s = job_timeout_s
         self.tasks: dict[int, asyncio.Task] = {}
+        self._delivering: set[int] = set()
 
     # Following.
     def follow(self, job_id: int) -> asyncio.Task:
@@ -128,11 +149,24 @@ class JobFollower:
 
     # Delivering.
     async def deliver(self, job: jobs.Job, about: JobAbout | None = None) -> None:
-        """The finished notice, once: pictures written to out/, or the trained adapter, or why it failed."""
-        if not await self.services.db.run(jobs.claim_notice, job.id):
+        """The finished notice: pictures written to out/, or the trained adapter, or why it failed. It is marked
+        delivered only once it is out (pictures written), so a failed write is tried again at the next start."""
+        if job.id in self._delivering:
             return
-        if about is None:
-            _, about = await self.services.db.run(_load, job.id)
+        self._delivering.add(job.id)
+        try:
+            current = await self.services.db.run(jobs.get_job, job.id)
+            if current is None or current.notified or not current.finished:
+                return
+            if about is None:
+                _, about = await self.services.db.run(_load, job.id)
+            if await self._say_outcome(current, about):
+                await self.services.db.run(jobs.claim_notice, job.id)
+        finally:
+            self._delivering.discard(job.id)
+
+    async def _say_outcome(self, job: jobs.Job, about: JobAbout) -> bool:
+        """Print the notice; False when its pictures could not be written (it stays undelivered)."""
         if job.state == "failed":
             self.say(render.job_failed(job.kind, about.label, job.error, PLAIN) + f" (job #{job.id})")
         elif job.state == "cancelled":
@@ -140,9 +174,10 @@ class JobFollower:
         elif job.kind == "train":
             self.say(render.training_done(about.triggers, about.class_nouns, job.result or {}, PLAIN))
         elif job.kind == "generate" and about.generation is not None:
-            await self._deliver_pictures(job, about.generation)
+            return await self._deliver_pictures(job, about.generation)
+        return True
 
-    async def _deliver_pictures(self, job: jobs.Job, generation: generations.Generation) -> None:
+    async def _deliver_pictures(self, job: jobs.Job, generation: generations.Generation) -> bool:
         result = job.result or {}
         outputs = [p for p in result.get("outputs") or [] if p]
         self.say(render.generation_done(generation.prompt, result.get("seed", generation.seed), len(outputs),
@@ -150,31 +185,35 @@ class JobFollower:
         try:
             written = await asyncio.to_thread(self._write_outputs, result, generation.id)
         except OSError as exc:
-            self.say(f"error: could not write the pictures to {self.out_dir}: {exc.strerror or exc}.")
-            return
+            reason = f"the disk is full ({describe_free(self.out_dir)})" if is_disk_full(exc, self.out_dir) else (
+                exc.strerror or str(exc))
+            self.say(f"error: could not write the pictures to {self.out_dir}: {reason}. They are written the next "
+                     "time the console starts.")
+            return False
         for path in written:
             self.say(f"wrote {path}")
         number = generation.id
         self.say(f"(generation {number}: `reroll {number}`, `variation {number} 1`, `upscale {number} 1`)")
+        return True
 
     def _copy_out(self, rel: str, stem: str) -> Path:
-        self.out_dir.mkdir(parents=True, exist_ok=True)
         source = self.services.store.resolve(rel)
-        target = unique_path(self.out_dir, stem, source.suffix)
-        try:
-            with open(source, "rb") as reader, open(target, "wb") as writer:
-                shutil.copyfileobj(reader, writer)
-        except BaseException:
-            target.unlink(missing_ok=True)  # only the name this call reserved
-            raise
-        return target
+        return copy_out(source, self.out_dir, stem, source.suffix)
 
     def _write_outputs(self, result: dict, generation_id: int) -> list[Path]:
-        outputs = [p for p in result.get("outputs") or [] if p]
-        written = [self._copy_out(rel, f"gen{generation_id}-{n}") for n, rel in enumerate(outputs, start=1)]
-        for key in ("grid", "contact_sheet"):
-            if result.get(key):
-                written.append(self._copy_out(result[key], f"gen{generation_id}-{key.replace('_', '-')}"))
+        """Every picture of the result, or none: a failed write removes the ones written before it."""
+        named = [(rel, f"gen{generation_id}-{n}") for n, rel in enumerate(
+            [p for p in result.get("outputs") or [] if p], start=1)]
+        named += [(result[key], f"gen{generation_id}-{key.replace('_', '-')}") for key in ("grid", "contact_sheet")
+                  if result.get(key)]
+        written: list[Path] = []
+        try:
+            for rel, stem in named:
+                written.append(self._copy_out(rel, stem))
+        except BaseException:
+            for path in written:
+                path.unlink(missing_ok=True)
+            raise
         return written
 
     # Across restarts.

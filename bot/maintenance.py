@@ -1,6 +1,7 @@
 """Housekeeping the bot process runs on a timer, for the Discord bot and the console alike.
 
-- Online backups of the database when one is due (LIKENESS_BACKUP_INTERVAL_H, newest LIKENESS_BACKUP_KEEP kept).
+- Online backups of the database when one is due (LIKENESS_BACKUP_INTERVAL_H, newest LIKENESS_BACKUP_KEEP kept),
+  and at once after a training finishes (so the first trained adapter never waits a day for its backup).
 - A free-space watch on the data disk: below LIKENESS_DISK_WARN_FREE_MB the admins are told once, and again only
   after space has recovered and dropped again.
 - Optionally the forget sweep (the console has no other timer for it, so a forget that waited for a running job
@@ -17,7 +18,7 @@ import logging
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 
-from storage import backups, forget
+from storage import backups, forget, jobs
 from storage.db import AsyncDatabase
 from storage.disk import describe_free, free_bytes, human_bytes
 from storage.files import FileStore
@@ -75,7 +76,10 @@ class Maintenance:
     async def _backup(self) -> None:
         folder = self.settings.backups_dir
         loop = asyncio.get_running_loop()
-        if loop.time() < self._next_backup_try or not backups.backup_due(folder, self.settings.backup_interval_h):
+        if loop.time() < self._next_backup_try:
+            return
+        trained_at = await self.db.run(jobs.last_succeeded_at, "train")
+        if not backups.backup_due(folder, self.settings.backup_interval_h, changed_at=trained_at):
             return
         try:
             # On the bot's database thread: the backup API copies in slices, so other queries wait at most one.

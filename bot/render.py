@@ -312,8 +312,10 @@ def jobs_view(views: Sequence[Any], style: Style = Style.DISCORD, *, with_owner:
             line += f" ({position_text(job.position)})"
         if job.state == "running" and job.total:
             line += f" {progress_bar(job.step, job.total, 10)} {job.step}/{job.total}"
-            if job.eta_at:
+            if job.eta_at and not getattr(job, "stalled", False):
                 line += f", done {relative_time(job.eta_at, style)}"
+        if getattr(job, "stalled", False):
+            line += ": stalled, restarting from its last checkpoint"
         if getattr(job, "node", None):
             line += f" on node {job.node}"
         if job.cancel_requested:

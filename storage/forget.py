@@ -1,11 +1,13 @@
-"""Forgetting a user: tombstone first, sweep after.
+"""Forgetting a user: journal first, tombstone next, sweep after.
 
-`tombstone_user` runs in one transaction: it marks the user, makes their subjects unusable at once, drops every
-grant, cancels their queued jobs and asks running ones to stop. `sweep_forgotten` then deletes files and rows. It
-is idempotent and runs at start-up and periodically, so a crash half-way never leaves orphans for good. The user
-row goes last, in the same transaction as the other rows, so the tombstone survives until everything is gone.
-Deleted rows are zeroed (`secure_delete`), the WAL is truncated and older backups are replaced, so nothing of the
-user stays readable on disk.
+`tombstone_user` writes the user into the forget journal (storage/forget_journal.py, a file beside the database)
+before anything else, then in one transaction marks the user, makes their subjects unusable at once, drops every
+grant, cancels their queued jobs and asks running ones to stop. `sweep_forgotten` then deletes files and rows. The
+user row goes last, in the same transaction as the other rows, so the tombstone survives until everything is gone.
+Deleted rows are zeroed (`secure_delete`), the WAL is truncated, every backup and `damaged-*` copy is cleaned
+(storage/erasure.py) and a fresh backup is taken; only then does the journal keep just a salted hash of the user.
+`finish_at_start` runs before a bot or console serves anyone: it finishes every erasure the journal still holds
+(a process killed half-way) and erases again any forgotten user that a restore from an older backup brought back.
 """
 
 from __future__ import annotations
@@ -14,7 +16,9 @@ import logging
 import sqlite3
 from dataclasses import dataclass
 
-from storage import backups, jobs
+from pathlib import Path
+
+from storage import backups, erasure, forget_journal, jobs
 from storage.db import checkpoint_truncate, transaction
 from storage.db import now as _now
 from storage.files import FileStore, generation_root, user_root
@@ -54,6 +58,11 @@ def _report(conn: sqlite3.Connection, user_id: int) -> ForgetReport:
 def tombstone_user(conn: sqlite3.Connection, user_id: int) -> ForgetReport | None:
     """Mark the user forgotten and cut off every use of their likeness. None if there is nothing to forget."""
     stamp = _now()
+    if conn.execute("SELECT 1 FROM users WHERE id = ?", (user_id,)).fetchone() is None:
+        return None
+    data_dir = _data_dir(conn)
+    if data_dir is not None:  # durably, before anything is changed: a crash from here on is finished at start
+        forget_journal.add_pending(data_dir, [user_id], stamp)
     with transaction(conn):
         if conn.execute("SELECT 1 FROM users WHERE id = ?", (user_id,)).fetchone() is None:
             return None
@@ -103,16 +112,76 @@ def sweep_forgotten(conn: sqlite3.Connection, store: FileStore) -> list[int]:
     ]
     for user_id in pending:
         _sweep_user(conn, store, user_id)
-        log.info("forgot user %d", user_id)
-    if pending:
-        _erase_old_copies(conn)
+        log.info("forgot a user (rows and files)")  # never their id: the log file is not erased
+    _finish_erasures(conn, pending)
     return pending
 
 
-def _erase_old_copies(conn: sqlite3.Connection) -> None:
-    """secure_delete zeroed the rows in the database; old copies of their pages remain in the WAL until a
-    truncating checkpoint, and in backups until they are replaced."""
+def _data_dir(conn: sqlite3.Connection) -> Path | None:
+    db_file = conn.execute("PRAGMA database_list").fetchone()[2]
+    return Path(db_file).parent if db_file else None
+
+
+def _created_at(conn: sqlite3.Connection, user_id: int) -> float | None:
+    row = conn.execute("SELECT created_at FROM users WHERE id = ?", (user_id,)).fetchone()
+    return None if row is None else row[0]
+
+
+def _finish_erasures(conn: sqlite3.Connection, swept: list[int]) -> None:
+    """Rows and files are gone for `swept` and for any journaled user whose row is gone (a process killed after
+    its sweep): clean the old copies of the database, then close their journal entries."""
+    data_dir = _data_dir(conn)
+    journaled = forget_journal.pending_users(data_dir) if data_dir is not None else {}
+    done = set(swept)
+    for user_id, stamp in journaled.items():
+        created = _created_at(conn, user_id)
+        if created is None or created > stamp:  # gone, or a new account made after the forget
+            done.add(user_id)
+    if not done:
+        return
     if not checkpoint_truncate(conn):
         log.warning("the WAL could not be truncated after a forget (a reader stayed busy)")
-    backups.replace_after_forget(conn)
+    if data_dir is None:
+        return
+    try:
+        erasure.erase_from_copies(data_dir, sorted(done))
+    except (OSError, sqlite3.Error) as exc:  # a full disk, a busy copy: the journal keeps them for the next sweep
+        log.warning("old copies of the database could not be cleaned yet after a forget (%s); trying again later",
+                    exc)
+        return
+    backups.backup_after_forget(conn)
+    forget_journal.finish(data_dir, sorted(done))
 
+
+def finish_at_start(conn: sqlite3.Connection, store: FileStore, *, worker_running: bool) -> list[int]:
+    """Before serving: finish the erasures the journal holds, and erase again every forgotten user a restore
+    brought back. Their jobs left `running` by a dead worker are cancelled unless a worker runs. Returns the users
+    erased again."""
+    data_dir = _data_dir(conn)
+    again: list[int] = []
+    if data_dir is not None and forget_journal.journal_path(data_dir).exists():
+        journal = forget_journal.load(data_dir)
+        for user_id, created, forgotten in conn.execute("SELECT id, created_at, forgotten_at FROM users").fetchall():
+            if user_id in journal.pending:
+                if forgotten is None and created <= journal.pending[user_id]:  # killed before its tombstone
+                    tombstone_user(conn, user_id)
+            elif journal.forgotten and (at := journal.forgotten_at(user_id, created)) is not None:
+                again.append(user_id)
+                forget_journal.add_pending(data_dir, [user_id], at)  # the same forget, applied again
+                tombstone_user(conn, user_id)
+        if again:
+            log.warning("erasing %d forgotten user(s) again: the database (a restored backup) still held them",
+                        len(again))
+    if not worker_running:
+        _cancel_orphaned_jobs(conn)
+    sweep_forgotten(conn, store)
+    return again
+
+
+def _cancel_orphaned_jobs(conn: sqlite3.Connection) -> None:
+    """No worker runs: a forgotten user's job still marked running belongs to a dead one; it stops here."""
+    stamp = _now()
+    conn.execute(
+        "UPDATE jobs SET state = 'cancelled', owner = NULL, lease_until = NULL, finished_at = ?, updated_at = ?,"
+        " message = 'deleted on request' WHERE state = 'running' AND user_id IN"
+        " (SELECT id FROM users WHERE forgotten_at IS NOT NULL)", (stamp, stamp))

@@ -14,6 +14,8 @@ import struct
 from dataclasses import dataclass
 from pathlib import Path
 
+from storage.disk import DiskFullError, describe_free, is_disk_full
+
 log = logging.getLogger(__name__)
 
 SQLITE_MAGIC = b"SQLite format 3\x00"
@@ -96,16 +98,26 @@ def _header_problem(db_path: Path) -> str | None:
     return None
 
 
+def _disk_full_instead(exc: sqlite3.Error, db_path: Path) -> None:
+    """Opening a WAL database writes its -shm file: on a full disk that fails as "disk I/O error", which is not
+    damage. Raise DiskFullError (with the free space) then."""
+    if is_disk_full(exc, db_path.parent):
+        raise DiskFullError(f"the disk is full ({describe_free(db_path.parent)}), so {db_path.name} cannot even be "
+                            "opened; it is not damaged. Free some space, then try again.") from None
+
+
 def _quick_check(db_path: Path) -> tuple[str | None, bool]:
-    """(problem, has_schema) from SQLite itself; never waits long for a lock."""
+    """(problem, has_schema) from SQLite itself; never waits long for a lock. DiskFullError on a full disk."""
     try:
         conn = sqlite3.connect(db_path, timeout=CHECK_TIMEOUT_S, isolation_level=None)
     except sqlite3.Error as exc:
+        _disk_full_instead(exc, db_path)
         return f"{db_path} cannot be opened ({exc})", False
     try:
         rows = conn.execute("PRAGMA quick_check(5)").fetchall()
         tables = {row[0] for row in conn.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
     except sqlite3.Error as exc:
+        _disk_full_instead(exc, db_path)
         return f"{db_path} is damaged ({exc})", False
     finally:
         conn.close()

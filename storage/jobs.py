@@ -11,7 +11,7 @@ from __future__ import annotations
 import json
 import sqlite3
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 from storage.db import now as _now
@@ -23,6 +23,9 @@ PRIORITY = {"generate": 0, "class_images": 5, "train": 10}
 ACTIVE = ("queued", "running")
 TERMINAL = ("succeeded", "failed", "cancelled")
 ACTIVE_SQL = "state IN (" + ", ".join(f"'{s}'" for s in ACTIVE) + ")"
+REQUEUED_MESSAGE = "waiting to resume"
+# A job whose worker stopped renewing its lease (hung): shown instead of an ETA until a new worker resumes it.
+STALLED_MESSAGE = "stalled, restarting"
 TERMINAL_SQL = "state IN (" + ", ".join(f"'{s}'" for s in TERMINAL) + ")"
 
 
@@ -180,7 +183,8 @@ def release_job(conn: sqlite3.Connection, job_id: int, owner: str, message: str 
     return cursor.rowcount == 1
 
 
-def _requeue_where(conn: sqlite3.Connection, where: str, params: tuple) -> tuple[list[int], list[int]]:
+def _requeue_where(conn: sqlite3.Connection, where: str, params: tuple,
+                   message: str = REQUEUED_MESSAGE) -> tuple[list[int], list[int]]:
     stamp = _now()
     with transaction(conn):
         failed = conn.execute(
@@ -190,9 +194,9 @@ def _requeue_where(conn: sqlite3.Connection, where: str, params: tuple) -> tuple
             (stamp, stamp, *params),
         ).fetchall()
         requeued = conn.execute(
-            "UPDATE jobs SET state = 'queued', owner = NULL, lease_until = NULL, updated_at = ?,"
-            " message = 'waiting to resume' WHERE state = 'running' AND " + where + " RETURNING id",
-            (stamp, *params),
+            "UPDATE jobs SET state = 'queued', owner = NULL, lease_until = NULL, updated_at = ?, eta_at = NULL,"
+            " message = ? WHERE state = 'running' AND " + where + " RETURNING id",
+            (stamp, message, *params),
         ).fetchall()
     return sorted(row[0] for row in requeued), sorted(row[0] for row in failed)
 
@@ -202,9 +206,37 @@ def requeue_expired(conn: sqlite3.Connection) -> tuple[list[int], list[int]]:
     return _requeue_where(conn, "lease_until < ?", (_now(),))
 
 
-def requeue_owner(conn: sqlite3.Connection, owner: str) -> tuple[list[int], list[int]]:
+def requeue_owner(conn: sqlite3.Connection, owner: str,
+                  message: str = REQUEUED_MESSAGE) -> tuple[list[int], list[int]]:
     """A worker known to be dead: its jobs go back now instead of waiting for the lease."""
-    return _requeue_where(conn, "owner = ?", (owner,))
+    return _requeue_where(conn, "owner = ?", (owner,), message)
+
+
+def stalled_jobs(conn: sqlite3.Connection, owner: str | None, now: float | None = None) -> list[int]:
+    """The owner's running jobs whose lease has run out: its worker stopped renewing them."""
+    rows = conn.execute(
+        "SELECT id FROM jobs WHERE owner = ? AND state = 'running' AND lease_until < ? ORDER BY id",
+        (owner, _now() if now is None else now),
+    ).fetchall()
+    return [row[0] for row in rows]
+
+
+def is_stalled(job: Job, now: float | None = None) -> bool:
+    """Running, but its lease ran out (nobody has put it back yet): its ETA means nothing now."""
+    return job.state == "running" and job.lease_until is not None and job.lease_until < (now or _now())
+
+
+def last_succeeded_at(conn: sqlite3.Connection, kind: str) -> float | None:
+    """When the latest job of this kind succeeded (a finished training is worth a backup at once)."""
+    return conn.execute("SELECT max(finished_at) FROM jobs WHERE kind = ? AND state = 'succeeded'",
+                        (kind,)).fetchone()[0]
+
+
+def as_shown(job: Job, now: float | None = None) -> Job:
+    """The job as users should see it: a stalled one says so and carries no ETA."""
+    if not is_stalled(job, now):
+        return job
+    return replace(job, message=STALLED_MESSAGE, eta_at=None, started_at=None)
 
 
 def request_cancel(conn: sqlite3.Connection, job_id: int) -> str:

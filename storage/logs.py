@@ -7,6 +7,7 @@ our stream handler, a test's capture, or any handler a library adds.
 
 from __future__ import annotations
 
+import errno
 import logging
 import sys
 import traceback
@@ -87,8 +88,19 @@ def configure_logging(
     return handler
 
 
+class LogFileHandler(logging.FileHandler):
+    """The log file. On a full disk a record that cannot be written is dropped quietly: logging's default would
+    print a traceback on the terminal for every line, in the middle of the one-line message that says so."""
+
+    def handleError(self, record: logging.LogRecord) -> None:
+        error = sys.exc_info()[1]
+        if isinstance(error, OSError) and error.errno in (errno.ENOSPC, errno.EDQUOT):
+            return
+        super().handleError(record)
+
+
 def _file_handler(path: Path) -> logging.Handler:
     path.parent.mkdir(parents=True, exist_ok=True)
-    handler = logging.FileHandler(path, encoding="utf-8")
+    handler = LogFileHandler(path, encoding="utf-8")
     handler.setFormatter(FORMAT)
     return handler

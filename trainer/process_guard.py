@@ -18,14 +18,14 @@ import sys
 import threading
 from pathlib import Path
 
-from storage.locks import SUPERVISOR_PID_ENV, DataDirLock, worker_lock
+from storage.locks import SUPERVISOR_PID_ENV, WORKER_LOCKED_EXIT_CODE, DataDirLock, worker_lock
 
 log = logging.getLogger(__name__)
 
 PR_SET_PDEATHSIG = 1
 ORPHAN_GRACE_S = 20.0
 ORPHAN_EXIT_CODE = 70
-LOCKED_EXIT_CODE = 3
+LOCKED_EXIT_CODE = WORKER_LOCKED_EXIT_CODE  # the supervisor waits for the lock instead of restarting
 STDIN_FD = 0
 
 
@@ -89,7 +89,7 @@ def watch_parent(parent_pid: int | None, *, watch_stdin: bool, grace_s: float = 
 def hold_data_dir(data_dir: Path) -> DataDirLock | None:
     """The one-worker-per-data-directory lock, or None (after one clear line) when another worker has it."""
     lock = worker_lock(data_dir)
-    if lock.acquire():
+    if lock.acquire("worker"):
         return lock
     holder = lock.holder_pid()
     print(f"likeness worker: another worker{f' (pid {holder})' if holder else ''} already serves "

@@ -38,13 +38,15 @@ def _preview(store: FileStore, key: str | None):
 
 
 def job_view(conn: sqlite3.Connection, store: FileStore, job: Job) -> JobView:
+    stalled = jobs.is_stalled(job) or (job.state == "queued" and job.message == jobs.STALLED_MESSAGE)
+    job = jobs.as_shown(job)  # a stalled job shows "stalled, restarting", never a stale ETA
     generation_id, triggers = _triggers(conn, job)
     return JobView(
         job_id=job.id, kind=job.kind, state=job.state, position=jobs.queue_position(conn, job.id), step=job.step,
         total=job.total, message=job.message, eta_at=job.eta_at, preview_path=_preview(store, job.preview_path),
         error=job.error, triggers=triggers, user_id=job.user_id, created_at=job.created_at,
         cancel_requested=job.cancel_requested, generation_id=generation_id,
-        node=job.node if job.state == "running" else None,
+        node=job.node if job.state == "running" else None, stalled=stalled,
     )
 
 

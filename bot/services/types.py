@@ -200,6 +200,7 @@ class JobView:
     cancel_requested: bool = False
     generation_id: int | None = None
     node: str | None = None  # the cluster node running it, in cluster mode
+    stalled: bool = False  # its worker stopped responding; it restarts from its last checkpoint
 
 
 @dataclass(frozen=True)

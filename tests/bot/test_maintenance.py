@@ -48,6 +48,21 @@ async def test_a_backup_is_made_when_due_and_not_again_until_the_interval(parts)
     assert len(made) == 1 and backups.verify(settings.database_path)[1] == (made[0], None)
 
 
+async def test_a_training_that_finishes_is_backed_up_at_once_not_a_day_later(parts):
+    settings, db, store = await parts(backup_interval_h=24, backup_keep=3)
+    await db.run(ensure_user, 5, "Ann")
+    maintenance = Maintenance(settings, db, store)
+    await maintenance.run_once()  # the first start's backup
+    job_id = await db.run(jobs.enqueue_job, "train", {}, user_id=5)
+    await db.run(jobs.claim_next_job, "w", 60)
+    await asyncio.sleep(0.05)  # finished after that backup was taken
+    assert await db.run(jobs.finish_job, job_id, "w", "succeeded", result={})
+    await maintenance.run_once()
+    await maintenance.run_once()
+    made = backups.list_backups(settings.backups_dir)
+    assert len(made) == 2  # one more, and only one
+
+
 async def test_backups_can_be_turned_off(parts):
     settings, db, store = await parts(backup_interval_h=0)
     await Maintenance(settings, db, store).run_once()

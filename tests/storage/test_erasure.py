@@ -1,7 +1,11 @@
 """After a forget's sweep nothing of the user is readable on disk while the process still runs: not in the
-database file, not in its WAL, not in the store, not in a backup."""
+database file, not in its WAL, not in the store, not in a backup, not in a `damaged-*` copy a restore set aside,
+not in the forget journal."""
 
 import hashlib
+import json
+import shutil
+import sqlite3
 
 from storage import adapters, backups, files, generations, jobs, photos
 from storage.db import connect
@@ -39,6 +43,14 @@ def _populate(conn, store) -> list[bytes]:
     return [t.encode() for t in texts] + [t.encode("utf-16-le") for t in texts] + [bytes.fromhex(sha)]
 
 
+def _users_in(path):
+    conn = sqlite3.connect(path)
+    try:
+        return [row[0] for row in conn.execute("SELECT display_name FROM users ORDER BY id")]
+    finally:
+        conn.close()
+
+
 def _files_on_disk(root):
     return [p for p in root.rglob("*") if p.is_file()]
 
@@ -49,7 +61,13 @@ def test_forgotten_markers_are_nowhere_on_disk_while_the_process_runs(tmp_path, 
     other = connect(db)  # another process's connection (the worker's), left open
     conn.execute("PRAGMA wal_autocheckpoint = 0")  # the worst case: every old page copy stays in the WAL
     markers = _populate(conn, store)
-    backups.backup_database(conn, tmp_path / "backups", keep=3)  # a backup from before the forget
+    old_backup = backups.backup_database(conn, tmp_path / "backups", keep=3)  # a backup from before the forget
+    readable_aside, unreadable_aside = tmp_path / "damaged-1", tmp_path / "damaged-2"
+    for folder in (readable_aside, unreadable_aside):  # what earlier restores set aside, with Ann in them
+        folder.mkdir()
+        shutil.copyfile(old_backup, folder / "likeness.sqlite3")
+    with open(unreadable_aside / "likeness.sqlite3", "r+b") as fh:
+        fh.write(b"garbage header" * 8)  # set aside because it was damaged: it cannot be searched
     for n in range(30):  # rows of someone else, so Ann's pages are rewritten rather than dropped whole
         ensure_user(conn, 1000 + n, f"someone {n}")
     other.execute("SELECT count(*) FROM users").fetchone()
@@ -60,12 +78,19 @@ def test_forgotten_markers_are_nowhere_on_disk_while_the_process_runs(tmp_path, 
     assert tombstone_user(conn, ANN) is not None
     assert sweep_forgotten(conn, store) == [ANN]
 
-    scanned = [db, wal, *_files_on_disk(store.root), *_files_on_disk(tmp_path / "backups")]
-    found = [(path.name, marker) for path in scanned if path.exists() for marker in markers
+    scanned = [db, wal, *_files_on_disk(store.root), *_files_on_disk(tmp_path / "backups"),
+               *_files_on_disk(readable_aside), tmp_path / "forget-journal.json"]
+    found = [(path.name, marker) for path in scanned if path.exists() for marker in markers + [str(ANN).encode()]
              if marker in path.read_bytes()]
     assert found == []
     assert wal.stat().st_size == 0
-    assert len(backups.list_backups(tmp_path / "backups")) == 1  # the old backup was replaced
+    kept = backups.list_backups(tmp_path / "backups")
+    assert len(kept) == 2 and kept[0] == old_backup  # the old backup was cleaned, not lost; a fresh one was taken
+    assert _users_in(old_backup) == ["Bob"]
+    assert _users_in(readable_aside / "likeness.sqlite3") == ["Bob"]
+    assert not unreadable_aside.exists()  # it could not be searched, so it went
+    journal = json.loads((tmp_path / "forget-journal.json").read_text())
+    assert journal["pending"] == {} and len(journal["forgotten"]) == 1
     assert other.execute("SELECT count(*) FROM users").fetchone()[0] == 31  # Bob and the others remain
     other.close()
     conn.close()

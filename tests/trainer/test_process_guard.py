@@ -10,7 +10,7 @@ import sys
 import time
 from pathlib import Path
 
-from storage.locks import is_held, worker_lock
+from storage.locks import INSTANCE_LOCK, is_held, worker_lock
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -105,3 +105,42 @@ def test_kill_9_of_the_console_takes_its_worker_along(tmp_path):
         if worker_pid is not None and _alive(worker_pid):
             os.kill(worker_pid, signal.SIGKILL)
             raise AssertionError("the worker outlived its parent")
+
+
+def test_a_second_console_is_refused_at_once_naming_the_first_and_starts_no_worker(tmp_path):
+    data = tmp_path / "data"
+    first = subprocess.Popen([sys.executable, "-m", "bot", "console", "--worker", "none"], cwd=tmp_path,
+                             env=_env(data), stdin=subprocess.PIPE, stdout=subprocess.DEVNULL,
+                             stderr=subprocess.DEVNULL)
+    try:
+        _poll(lambda: is_held(data / INSTANCE_LOCK), 120, "the first console to take the data directory")
+        for mode in ("subprocess", "thread"):
+            second = subprocess.run([sys.executable, "-m", "bot", "console", "--worker", mode], cwd=tmp_path,
+                                    env=_env(data), input="whoami\n", capture_output=True, text=True, timeout=120)
+            assert second.returncode == 1, second.stdout
+            lines = second.stderr.strip().splitlines()
+            assert len(lines) == 1 and f"the console (pid {first.pid})" in lines[0], second.stderr
+            assert str(data.resolve()) in lines[0] and "Traceback" not in second.stderr
+            assert not is_held(data / "worker.lock")  # it started no worker
+    finally:
+        first.stdin.close()
+        first.wait(timeout=120)
+    assert not is_held(data / INSTANCE_LOCK)  # released when it ended
+
+
+async def test_the_console_thread_worker_waits_for_the_worker_lock(tmp_path):
+    from bot.__main__ import ThreadWorker
+    from storage.settings import Settings
+
+    settings = Settings(_env_file=None, data_dir=tmp_path)
+    other = worker_lock(tmp_path)
+    assert other.acquire("worker")
+    try:
+        thread_worker = ThreadWorker(settings)
+        thread_worker.start()
+        time.sleep(0.5)
+        assert thread_worker._worker is None  # it never built a worker next to another one
+        await thread_worker.stop()
+        assert not thread_worker._thread.is_alive()
+    finally:
+        other.release()

@@ -73,25 +73,35 @@ class Slot:
 
     @torch.no_grad()
     def fill(self, key: str, tensors: LoraTensors, weight: float) -> None:
-        """Copy `tensors` into the slot; modules it lacks are zeroed."""
-        for module_key, entry in self.layers.items():
-            module = tensors.modules.get(module_key)
-            if module is None:
-                entry.down.zero_()
-                entry.up.zero_()
-                continue
-            rank = module.rank
-            if rank == entry.down.shape[0]:
-                entry.down.copy_(module.down, non_blocking=True)
-                entry.up.copy_(module.up, non_blocking=True)
-            else:
-                entry.down.zero_()
-                entry.up.zero_()
-                entry.down[:rank].copy_(module.down, non_blocking=True)
-                entry.up[:, :rank].copy_(module.up, non_blocking=True)
-        self.rescale(key, tensors, weight)
+        """Copy `tensors` into the slot; modules it lacks are zeroed. The slot claims no adapter while it is half
+        copied, and a copy that fails midway zeroes it: it never poses as its old adapter, nor draws a mix."""
+        self.held = None
+        try:
+            for module_key, entry in self.layers.items():
+                self._copy_module(entry, tensors.modules.get(module_key))
+            self.rescale(key, tensors, weight)
+        except BaseException:
+            self.zero()
+            raise
+
+    @staticmethod
+    def _copy_module(entry: _Layer, module) -> None:
+        if module is None:
+            entry.down.zero_()
+            entry.up.zero_()
+            return
+        rank = module.rank
+        if rank == entry.down.shape[0]:
+            entry.down.copy_(module.down, non_blocking=True)
+            entry.up.copy_(module.up, non_blocking=True)
+        else:
+            entry.down.zero_()
+            entry.up.zero_()
+            entry.down[:rank].copy_(module.down, non_blocking=True)
+            entry.up[:, :rank].copy_(module.up, non_blocking=True)
 
     def rescale(self, key: str, tensors: LoraTensors, weight: float) -> None:
+        self.held = None  # until every scaling is set
         for module_key, module in tensors.modules.items():
             _set_scaling(self.layers[module_key].layer, self.name, module.scale(weight))
         self.held = (key, weight)

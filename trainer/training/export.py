@@ -6,8 +6,9 @@ folder), then rewritten atomically with our metadata added next to diffusers' ow
 
 safetensors writes its `__metadata__` in a random order (a Rust HashMap; safetensors issue #584), so the same
 weights and metadata gave a different file, and a different whole-file SHA-256, on every run. Both files are
-therefore written with the metadata keys sorted (the fix proposed upstream in safetensors PR #790). The LoRA hash
-that UIs show covers only the tensor data (storage/lora_hash.py), which never depended on the header.
+therefore written with the metadata keys sorted (the fix proposed upstream in safetensors PR #790), and the LoraConfig
+handed to diffusers has its sets (target_modules) as sorted lists (`stable_config`). The LoRA hash that UIs show
+covers only the tensor data (storage/lora_hash.py), which never depended on the header.
 """
 
 from __future__ import annotations
@@ -111,7 +112,7 @@ def export_adapter(family: ModelFamily, output_dir: Path, layers: dict[str, dict
     layers = {c: {k: v.detach().to("cpu").contiguous() for k, v in sd.items()} for c, sd in layers.items()}
     staging = Path(tempfile.mkdtemp(prefix=".export-", dir=output_dir))
     try:
-        family.save_lora_weights(staging, layers, peft_configs)
+        family.save_lora_weights(staging, layers, {c: stable_config(cfg) for c, cfg in peft_configs.items()})
         tensors, diffusers_header = _read_safetensors(staging / ADAPTER_FILE)
     finally:
         shutil.rmtree(staging, ignore_errors=True)
@@ -123,6 +124,13 @@ def export_adapter(family: ModelFamily, output_dir: Path, layers: dict[str, dict
         return adapter_path, None, f"unavailable: {family.kohya_unavailable_reason}"
     kohya_path = write_atomically(output_dir / KOHYA_FILE, lambda temp: save_sorted(kohya, temp, header))
     return adapter_path, kohya_path, "written"
+
+
+def stable_config(config: dict) -> dict:
+    """A LoraConfig dict with its sets (`target_modules`...) as sorted lists. diffusers writes a set as
+    `list(value)`, whose order follows string hashing, which changes with every process (PYTHONHASHSEED): the same
+    training gave different bytes in `lora_adapter_metadata`."""
+    return {key: sorted(value) if isinstance(value, (set, frozenset)) else value for key, value in config.items()}
 
 
 def save_sorted(tensors: dict[str, torch.Tensor], path: Path, metadata: dict[str, str]) -> None:
