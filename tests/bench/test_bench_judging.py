@@ -39,7 +39,7 @@ def likeness_report() -> dict:
 
 
 def bot_load_phase() -> dict:
-    return {"unacknowledged": 0, "ack_p99_ms": 6.9, "loop_lag_p99_ms": 9.8, "worker_steps_during_bursts": 40}
+    return {"unacknowledged": 0, "ack_p99_ms": 6.9, "loop_lag_p99_ms": 9.8, "worker_busy_through_bursts": 1}
 
 
 def bot_load_report() -> dict:
@@ -65,7 +65,7 @@ BENCHES = {
     "likeness": (likeness, likeness_report, ["drift_ratio"]),
     "bot_load": (bot_load, bot_load_report,
                  [f"{prefix}{name}" for prefix in ("", "with_worker_nice_10.") for name in
-                  ("unacknowledged", "ack_p99_ms", "loop_lag_p99_ms", "worker_steps_during_bursts")]),
+                  ("unacknowledged", "ack_p99_ms", "loop_lag_p99_ms", "worker_busy_through_bursts")]),
 }
 CASES = [(bench, figure) for bench, (_, _, figures) in BENCHES.items() for figure in figures]
 
@@ -155,15 +155,16 @@ def test_bot_load_without_the_nice_comparison_states_only_the_first_phase(capsys
     assert len(printed["goals"]) == len(bot_load.PHASE_GOALS)
 
 
-def test_bot_load_percentiles_over_nothing_are_not_measured():
+def test_bot_load_percentiles_over_nothing_and_a_lost_worker_are_misses():
     before = type("Job", (), {"step": 10, "state": "running"})()
-    after = type("Job", (), {"step": 10, "state": "running"})()
+    after = type("Job", (), {"step": 10, "state": "queued"})()
+    worker = {"busy": False, "burst_s": 1.0, "cpu_s": None}
     figures = bot_load.phase_figures([], 0, {"samples": 0, "p50_ms": 0.0, "p99_ms": 0.0, "max_ms": 0.0},
-                                     before, after)
+                                     before, after, worker)
     assert figures["ack_p99_ms"] is None and figures["loop_lag_p99_ms"] is None
-    assert figures["worker_steps_during_bursts"] == 0
+    assert figures["worker_busy_through_bursts"] == 0
     missed = {miss["goal"].split()[0] for miss in missed_goals(figures, bot_load.goals({"compare_nice": False}))}
-    assert missed == {"ack_p99_ms", "loop_lag_p99_ms", "worker_steps_during_bursts"}
+    assert missed == {"ack_p99_ms", "loop_lag_p99_ms", "worker_busy_through_bursts"}
 
 
 def test_likeness_ratio_over_a_zero_baseline_is_not_measured():
