@@ -12,7 +12,7 @@ from pathlib import Path
 
 import torch
 
-from bench.serve import HOTSWAP_NAME, Bench, phase, switch_figures, timed_cpu, write_random_adapters
+from bench.serve_baselines import HOTSWAP_NAME, Bench, phase, switch_figures, timed_cpu, write_random_adapters
 from trainer.families import get_family
 from trainer.serving.server import FamilyRuntime
 
