@@ -198,3 +198,14 @@ def test_each_bench_main_exits_with_its_judgement(monkeypatch, tmp_path, capsys)
     assert serve.main(["--json", "--quick", "--models-dir", str(tmp_path / "models")]) == 0
     printed = json.loads(capsys.readouterr().out)
     assert printed["goals_missed"] == [] and printed["vs_diffusers_hotswap"] == cpu["vs_diffusers_hotswap"]
+
+
+def test_serve_request_ratios_come_from_cpu_time_on_the_cpu_and_wall_time_on_cuda():
+    wall = {"ours": [1.0, 1.2, 1.1], "diffusers_hotswap": [2.0, 2.0, 2.0], "diffusers_resident": [1.1, 1.1, 1.1]}
+    cpu = {"ours": [0.5, 0.5, 0.5], "diffusers_hotswap": [0.6, 0.6, 0.6], "diffusers_resident": [1.0, 1.0, 1.0]}
+    on_cpu = serve.request_ratios(wall, cpu, judged_on="cpu")
+    assert on_cpu["vs_diffusers_hotswap"] == round(0.5 / 0.6, 3) and on_cpu["vs_diffusers_resident"] == 0.5
+    assert on_cpu["ratios_in_wall_time"]["vs_diffusers_hotswap"] == 0.55
+    assert on_cpu["request_ms"]["ours"] == 1100.0 and on_cpu["request_cpu_ms"]["ours"] == 500.0
+    on_cuda = serve.request_ratios(wall, cpu, judged_on="wall")
+    assert on_cuda["vs_diffusers_hotswap"] == 0.55 and on_cuda["ratios_in_cpu_time"]["vs_diffusers_resident"] == 0.5
