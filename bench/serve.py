@@ -7,9 +7,8 @@ adapter, each request a different user's than the last. The variants take turns 
 first in turn), so a busy machine slows them alike; figures are medians, in wall time and in CPU time
 (`time.thread_time`). On the CPU run with one torch thread (the default) the ratios come from CPU time, which is all
 of a request's work and none of what else a shared machine runs; otherwise (CUDA, --threads > 1) from wall time.
-Every adapter is read into memory before
-anything is timed: ours into its cache, diffusers' as state dicts (`safetensors.torch.load_file`), so no variant
-touches the disk in the timed part. The plain diffusers variants, as an expert would write them:
+Every adapter is read into memory before anything is timed: ours into its cache, diffusers' as state dicts
+(`safetensors.torch.load_file`), so no variant touches the disk in the timed part. The plain diffusers variants, as an expert would write them:
 - hotswap: `enable_lora_hotswap(target_rank=R)` before the first load, then
   `load_lora_weights(state_dict, adapter_name="default", hotswap=True)` per switch (one adapter in the pipeline,
   its weights replaced in place). `vs_diffusers_hotswap`: our request over this one. Goal <= 0.95.
