@@ -9,6 +9,7 @@ measured by the same `evaluate_adapter` the train job uses, on the same evaluati
 
 - drift_ratio: mean drift (1 - SSIM between base and adapted images of prompts without the trigger) with prior
   preservation, divided by the same without it. < 1 means prior preservation kept the class prior closer.
+  Goal: drift_ratio < 1 (bench/goals.py; the exit status is 1 when it is missed or was not measured).
 - fidelity_gain: distance from trigger-prompt images to the training crops (1 - the evaluation's subject
   fidelity), base model divided by adapted model; > 1 means the adapter moved towards the subject.
 
@@ -19,13 +20,13 @@ prior, and its VAE cannot render a photo, so these figures test the machinery, n
 from __future__ import annotations
 
 import argparse
-import json
 import statistics
 import sys
 import tempfile
 import time
 from pathlib import Path
 
+from bench.goals import Goal, finish
 from bot.console import demo_photo_jpegs
 from trainer.evaluation.evaluate import EvaluationOptions, EvaluationSubject, evaluate_adapter
 from intake.photos import IntakeRules, inspect_batch
@@ -36,6 +37,7 @@ EVAL_SEEDS = (9001, 9002)
 FULL = {"train_seeds": (0, 1, 2), "steps": 200}
 QUICK = {"train_seeds": (0,), "steps": 100}
 RECIPE = {"learning_rate": 5e-3, "rank": 4, "prior_loss_weight": 1.0, "num_class_images": 4}
+GOALS = [Goal("drift_ratio", "<", 1.0)]
 
 
 def face_crops(folder: Path) -> list[Path]:
@@ -107,18 +109,23 @@ def _mean(rows, key) -> float:
     return statistics.fmean(row[key] for row in rows)
 
 
+def _ratio(value: float, baseline: float) -> float | None:
+    """value / baseline, or None (not measured) when the baseline is 0: nothing to compare with."""
+    return round(value / baseline, 4) if baseline > 0 else None
+
+
 def _summary(runs: list[dict], train_seeds, steps: int, recipe: dict, total_s: float) -> dict:
     with_pp = [r for r in runs if r["prior_preservation"]]
     without = [r for r in runs if not r["prior_preservation"]]
     per_seed = [round(a["drift"] / b["drift"], 4) for a, b in zip(with_pp, without) if b["drift"] > 0]
-    ratio = _mean(with_pp, "drift") / _mean(without, "drift")
+    ratio = _ratio(_mean(with_pp, "drift"), _mean(without, "drift"))
     return {
-        "drift_ratio": round(ratio, 4),
-        "drift_ratio_below_1_by": round(1.0 - ratio, 4),
+        "drift_ratio": ratio,
+        "drift_ratio_below_1_by": None if ratio is None else round(1.0 - ratio, 4),
         "drift_ratio_per_seed": per_seed,
         # One seed cannot show robustness: it needs at least two, all below 1.
         "drift_ratio_robust": len(per_seed) >= 2 and all(r < 1 for r in per_seed),
-        "drift_pixels_ratio": round(_mean(with_pp, "drift_pixels") / _mean(without, "drift_pixels"), 4),
+        "drift_pixels_ratio": _ratio(_mean(with_pp, "drift_pixels"), _mean(without, "drift_pixels")),
         "drift_with_prior": round(_mean(with_pp, "drift"), 5),
         "drift_without_prior": round(_mean(without, "drift"), 5),
         "fidelity_gain": {"with_prior": round(_mean(with_pp, "fidelity_gain"), 4),
@@ -164,13 +171,11 @@ def main(argv: list[str] | None = None) -> int:
         if getattr(args, name) is not None:
             recipe[name] = getattr(args, name)
     summary = run_ablation(tuple(args.seeds or plan["train_seeds"]), args.steps or plan["steps"], recipe)
-    if args.json:
-        print(json.dumps(summary, indent=2))
-    else:
-        print(f"drift ratio (with / without prior preservation): {summary['drift_ratio']} "
-              f"per seed {summary['drift_ratio_per_seed']}; fidelity gain {summary['fidelity_gain']}; "
-              f"{summary['timings_s']['total']} s")
-    return 0
+    return judge(summary, as_json=args.json)
+
+
+def judge(summary: dict, *, as_json: bool) -> int:
+    return finish(summary, GOALS, as_json=as_json, indent=2)
 
 
 if __name__ == "__main__":
