@@ -17,6 +17,7 @@ import torch
 import trainer.serving.server as server_module
 import trainer.training.class_images as class_images_module
 import trainer.training.run as run_module
+from bench.realsize import inference_steps_for
 from storage.settings import Settings
 from tests.trainer.training_fixtures import (  # noqa: F401
     RecordingHooks,
@@ -57,7 +58,9 @@ def test_family_at_its_gpu_dtype_trains_renders_exports_and_serves(family, gpu_d
     hooks = RecordingHooks()
     config = make_config(family, tmp_path, models_dir, tmp_path / "classes", [subject(photo_dir)], steps=1,
                          num_class_images=1, preview_every=1, resolution=64, optimizer="adamw")
-    with pytest.MonkeyPatch.context() as patch:
+    # Class images and previews at 1 denoising step: half precision is slow on a CPU, and the dtypes meet at
+    # the first step already.
+    with pytest.MonkeyPatch.context() as patch, inference_steps_for(family, 1):
         patch.setattr(run_module, "_load_pipeline", keep)
         result = train_adapter(config, hooks)
 
@@ -77,7 +80,7 @@ def test_family_at_its_gpu_dtype_trains_renders_exports_and_serves(family, gpu_d
     try:
         runtime = server.runtime()
         runtime.use_adapters([(AdapterSource("rraj", result.adapter_path, adapter_id=1), 1.0)])
-        image = runtime.text2img(Sampling("a photo of rraj person", "", 64, 64, 2, 5.0, 7))
+        image = runtime.text2img(Sampling("a photo of rraj person", "", 64, 64, 1, 5.0, 7))
         served = runtime.family.denoiser(runtime.pipe)
     finally:
         server.close()
