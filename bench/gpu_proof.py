@@ -1,49 +1,85 @@
-"""The GPU proof: real-size SD 1.5, SDXL and FLUX on one CUDA GPU capped at 12 GB, and SD 1.5 selfies to first image.
+"""The GPU proof: every headline figure of a 12 GB card, measured in one sitting on one CUDA GPU.
 
-    scripts/gpu-proof [--dry-run] [--out FILE]          # installs the CUDA set, then one command per part
-    python -m bench.gpu_proof --part sd15|sdxl|flux|selfies --out FILE [--dry-run]
+    scripts/gpu-proof --carry ARCHIVE --out DIR      # the prepared offline host (scripts/gpu-carry builds ARCHIVE)
+    python -m bench.gpu_proof --out DIR [--parts sd15 selfies] [--sequential] [--dry-run]
+    python -m bench.gpu_proof --summarize DIR        # the summary again, from the parts' files
 
-Each part adds its figures to one JSON file (the README's GPU table is built from it):
-- sd15, sdxl, flux: bench.realsize's `run_family` (the product's train_adapter, export, GenerationServer) at the
-  family's default settings (resolution, fp16/bf16, gradient checkpointing, 8-bit AdamW, NF4 for FLUX) with
-  STEPS training steps and CLASS_IMAGES class images: peak VRAM while training (goals 6 / 12 / 10 GB), seconds
-  per step, then serving: seconds per image for a warm request, a cold adapter load, and a switch between two
-  cached adapters, each with the serving engineer's torch.compile switch off and on.
-- selfies: the console (the same services and worker as the Discord bot) trains a subject from 5 photos at
-  default settings (class images, 500 steps, evaluation) and renders the first /imagine picture; the wall time
-  from the queued job to the written picture (goal 10 minutes).
-Usable GPU memory is capped at CAP_GB with torch.cuda.set_per_process_memory_fraction, standing in for a 12 GB card.
---dry-run: the tiny models on CPU, a few steps, through exactly the same functions (a test runs it).
+Parts (PARTS, in this order): sd15, selfies, sdxl, flux; each is its own process that caps its GPU memory at
+CAP_GB (torch.cuda.set_per_process_memory_fraction, a 12 GB card) and writes DIR/<part>.json when it ends, its
+output going to DIR/<part>.log as it runs. On CUDA the parts run side by side (all at once: 4 x 12 GB fit an
+H100/H200, and one after the other they would not fit the sitting); speed figures are then taken side by side
+and the summary says so. Every part stops at the sitting's deadline (DEADLINE_S); one killed loses only itself.
+- sd15, sdxl, flux: bench.realsize's run_family (the product's train_adapter, export, GenerationServer) at the
+  family's defaults (512 / 1024 / 512 px; fp16, bf16 and NF4 QLoRA for FLUX at its full depth) with STEPS steps
+  and CLASS_IMAGES class images; VRAM while training as allocated, reserved and NVML process memory (goals
+  6 / 12 / 10 GB on the largest); serving with compile off and on.
+- selfies: the console (the bot's services and worker) trains SD 1.5 from 5 photos at its defaults (100 class
+  images, 500 steps, evaluation), then imagine: seconds from the queued job to the picture (goal 10 minutes).
+Real-size weights are random, made on the GPU while the product loads them (bench/weightless.py).
+--dry-run: the tiny models on CPU through the same code, one part after another, a few steps.
+
+Adding a part: write `def my_part(context: PartContext) -> dict` (with a `failures` count), then
+`register(Part("my_part", my_part, goals))`; `--parts` and the summary pick it up.
 """
 
 from __future__ import annotations
 
 import argparse
-import contextlib
-import io
 import json
 import logging
 import os
-import re
-import statistics
+import subprocess
 import sys
 import tempfile
 import time
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Callable
 
-from bench.realsize import FamilyPlan, prepare_models_dir, render_sampling, run_family, serving_settings
-from bot.__main__ import main as likeness_main
-from storage.settings import Settings
+from bench.goals import Goal, finish, missed_goals
+from bench.gpu_proof_parts import PartContext, family_part, selfies_part
 
 CAP_GB = 12.0
-STEPS = 12
-CLASS_IMAGES = 2
-SERVING_REPEATS = 3
-RESOLUTION = {"sd15": 512, "sdxl": 1024, "flux": 512}
-VRAM_GOALS_GB = {"sd15": 6.0, "sdxl": 12.0, "flux": 10.0}
+DEADLINE_S = 540.0  # the whole sitting on a GPU: 9 minutes
+DRY_RUN_DEADLINE_S = 3600.0  # the tiny models on a small shared CPU
 SELFIES_GOAL_S = 600.0
-PARTS = ("sd15", "sdxl", "flux", "selfies")
-IMAGINE_PROMPT = "a photo of rraj person as a Van Gogh painting"
+VRAM_GOALS_GB = {"sd15": 6.0, "sdxl": 12.0, "flux": 10.0}
+
+
+@dataclass(frozen=True)
+class Part:
+    name: str
+    run: Callable[[PartContext], dict]
+    goals: Callable[[bool], list[Goal]]  # dry_run -> the goals judged on this part's report
+    summary: str = ""
+
+
+PARTS: dict[str, Part] = {}
+
+
+def register(part: Part) -> None:
+    PARTS[part.name] = part
+
+
+def _family_goals(base: str) -> Callable[[bool], list[Goal]]:
+    def goals(dry_run: bool) -> list[Goal]:
+        every_stage = [Goal("failures", "==", 0)]
+        return every_stage if dry_run else every_stage + [Goal("vram_train.largest_gb", "<=", VRAM_GOALS_GB[base])]
+    return goals
+
+
+def _selfies_goals(dry_run: bool) -> list[Goal]:
+    every_step = [Goal("failures", "==", 0)]
+    return every_step if dry_run else every_step + [Goal("selfies_to_first_image_s", "<=", SELFIES_GOAL_S)]
+
+
+register(Part("sd15", lambda context: family_part("sd15", context), _family_goals("sd15"), "SD 1.5 at 512 px"))
+register(Part("selfies", selfies_part, _selfies_goals, "5 selfies to the first picture, console, SD 1.5 defaults"))
+register(Part("sdxl", lambda context: family_part("sdxl", context), _family_goals("sdxl"), "SDXL at 1024 px"))
+register(Part("flux", lambda context: family_part("flux", context), _family_goals("flux"), "FLUX.1-dev, NF4"))
+
+
+# --------------------------------------------------------------------------- one part, in its own process
 
 
 def cap_gpu_memory(cap_gb: float = CAP_GB) -> dict:
@@ -51,232 +87,146 @@ def cap_gpu_memory(cap_gb: float = CAP_GB) -> dict:
     import torch
 
     total = torch.cuda.get_device_properties(0).total_memory
-    fraction = min(1.0, cap_gb * 2**30 / total)
-    torch.cuda.set_per_process_memory_fraction(fraction)
-    return {"device": torch.cuda.get_device_name(0), "total_gb": round(total / 2**30, 1), "cap_gb": cap_gb}
+    torch.cuda.set_per_process_memory_fraction(min(1.0, cap_gb * 2**30 / total))
+    return {"device": torch.cuda.get_device_name(0), "total_gb": round(total / 2**30, 1), "cap_gb": cap_gb,
+            "torch": torch.__version__, "cuda": torch.version.cuda}
 
 
-def family_plan(base: str, dry_run: bool, models_dir: Path) -> FamilyPlan:
-    if dry_run:  # tiny models on CPU: the same functions, a few steps
-        return FamilyPlan(f"tiny-{base}", None, 64, steps=3, class_images=1, inference_steps=2, device="cpu",
-                          models_dir=models_dir)
-    from trainer.families.published import build_published_model
+def library_versions() -> dict[str, str | None]:
+    from importlib import metadata
 
-    model_path = build_published_model(base, models_dir / "published")
-    return FamilyPlan(base, str(model_path), RESOLUTION[base], steps=STEPS, class_images=CLASS_IMAGES,
-                      inference_steps=None, device="cuda")
-
-
-def family_part(base: str, dry_run: bool, models_dir: Path, work: Path) -> dict:
-    started = time.perf_counter()
-    plan = family_plan(base, dry_run, models_dir)
-    report = run_family(plan, work)
-    report["build_and_run_s"] = round(time.perf_counter() - started, 1)
-    report["goal_vram_gb"] = VRAM_GOALS_GB[base]
-    peak = report.get("peak_vram_train_gb")
-    report["within_vram_goal"] = None if peak is None else peak <= VRAM_GOALS_GB[base]
-    if report.get("passed"):
-        report["serving"] = {mode: measure_serving(plan, Path(report["adapter_path"]), work / f"serve-{mode}", mode)
-                             for mode in compile_modes(dry_run)}
-    return report
-
-
-def compile_modes(dry_run: bool) -> tuple[str, ...]:
-    """torch.compile of the served denoiser off and on, where the settings offer the switch. The dry run leaves
-    it off: compiling on a shared CPU takes many minutes, and the mode is only a setting passed through."""
-    if "serving_compile" not in Settings.model_fields:
-        return ("default",)
-    return ("off",) if dry_run else ("off", "on")
-
-
-def measure_serving(plan: FamilyPlan, adapter_path: Path, work: Path, compile_mode: str) -> dict:
-    """Warm requests, a cold adapter load, and switches between two cached adapters, on a fresh server."""
-    import torch
-
-    from trainer.serving.adapter_cache import AdapterSource
-    from trainer.serving.server import GenerationServer
-
-    overrides = {} if compile_mode == "default" else {"serving_compile": compile_mode}
-    prepare_models_dir(plan, work)
-    server = GenerationServer(serving_settings(plan, work, **overrides), device=plan.device)
-    first = AdapterSource("first", adapter_path, adapter_id=1)
-    second = AdapterSource("second", _second_adapter(adapter_path, work / "second"), adapter_id=2)
-    runtime = server.runtime()
-    sampling = render_sampling(plan, runtime.family)
-
-    def request(source) -> float:
-        started = time.perf_counter()
-        runtime.use_adapters([(source, 1.0)])
-        runtime.text2img(sampling)
-        if plan.device.startswith("cuda"):
-            torch.cuda.synchronize()
-        return time.perf_counter() - started
-
-    first_request = request(first)  # includes compilation when it is on
-    warm = [request(first) for _ in range(SERVING_REPEATS)]
-    cold_load = request(second)
-    switches = [request(source) for _ in range(SERVING_REPEATS) for source in (first, second)]
-    server.close()
-    warm_s, switch_s = statistics.mean(warm), statistics.mean(switches)
-    return {"compile": compile_mode, "steps": sampling.steps, "first_request_s": round(first_request, 3),
-            "s_per_image": round(warm_s, 3), "cold_adapter_request_s": round(cold_load, 3),
-            "switch_request_s": round(switch_s, 3), "switch_cost_ratio": round(switch_s / warm_s, 3)}
-
-
-def _second_adapter(adapter_path: Path, folder: Path) -> Path:
-    """Another user's adapter: the same layout with other weights (the first one's, halved)."""
-    from safetensors import safe_open
-    from safetensors.torch import save_file
-
-    with safe_open(str(adapter_path), framework="pt") as handle:
-        tensors = {key: handle.get_tensor(key) * 0.5 for key in handle.keys()}
-        metadata = handle.metadata()
-    folder.mkdir(parents=True, exist_ok=True)
-    save_file(tensors, str(folder / adapter_path.name), metadata=metadata)
-    return folder / adapter_path.name
-
-
-# --------------------------------------------------------------------------- selfies to first image
-
-
-def write_selfies(folder: Path) -> list[Path]:
-    """Five face photos (scikit-image's astronaut and cameraman, cropped, mirrored and relit), upscaled so each
-    face is over 256 px wide, as SD 1.5's photo checks require."""
-    from PIL import Image, ImageEnhance, ImageOps
-    from skimage import data as skdata
-
-    astronaut = Image.fromarray(skdata.astronaut())
-    camera = Image.fromarray(skdata.camera()).convert("RGB")
-    variants = [(astronaut, (0, 0, 512, 512), False, 1.0), (astronaut, (0, 0, 512, 512), True, 1.0),
-                (astronaut, (60, 0, 460, 400), False, 1.15), (camera, (80, 0, 480, 400), False, 1.05),
-                (camera, (100, 0, 500, 400), True, 0.9)]
-    folder.mkdir(parents=True, exist_ok=True)
-    paths = []
-    for index, (image, box, mirror, light) in enumerate(variants, start=1):
-        picture = ImageEnhance.Brightness(image.crop(box)).enhance(light)
-        picture = ImageOps.mirror(picture) if mirror else picture
-        picture = picture.resize((picture.width * 3, picture.height * 3), Image.Resampling.LANCZOS)
-        paths.append(folder / f"selfie-{index}.jpg")
-        picture.save(paths[-1], format="JPEG", quality=92)
-    return paths
-
-
-class TimedLines(io.TextIOBase):
-    """A stdout that remembers when each line was written (the console prints as jobs progress)."""
-
-    def __init__(self, echo):
-        self.lines: list[tuple[float, str]] = []
-        self.echo = echo
-        self._partial = ""
-
-    def write(self, text: str) -> int:
-        self.echo.write(text)
-        self._partial += text
-        *complete, self._partial = self._partial.split("\n")
-        now = time.perf_counter()
-        self.lines += [(now, line) for line in complete]
-        return len(text)
-
-    def first(self, pattern: str) -> float | None:
-        return next((stamp for stamp, line in self.lines if re.search(pattern, line)), None)
-
-
-def selfies_part(dry_run: bool, models_dir: Path, work: Path) -> dict:
-    """Queue training with 5 photos at default settings through the console, then /imagine; time it."""
-    from trainer.families.published import build_published_model
-
-    family = "tiny-sd15" if dry_run else "sd15"
-    env = {"LIKENESS_DATA_DIR": str(work / "data"), "LIKENESS_MODEL_FAMILY": family,
-           "LIKENESS_DEVICE": "cpu" if dry_run else "cuda"}
-    if dry_run:
-        (work / "data").mkdir(parents=True, exist_ok=True)
-        (work / "data" / "models").symlink_to(models_dir.resolve(), target_is_directory=True)
-    else:
-        env["LIKENESS_MODEL_PATH"] = str(build_published_model("sd15", models_dir / "published"))
-    photos = write_selfies(work / "selfies")
-    script = work / "selfies.txt"
-    script.write_text(f"train {' '.join(map(str, photos))} --trigger rraj --class person --name Raj\n"
-                      f'imagine "{IMAGINE_PROMPT}" --seed 7\n', encoding="utf-8")
-    lines = TimedLines(sys.stderr)
-    started = time.perf_counter()
-    with _environment(env), contextlib.redirect_stdout(lines):
-        code = likeness_main(["console", "--model", family, "--worker", "thread", "--script", str(script),
-                              "--out", str(work / "out")])
-    finished = time.perf_counter()
-    queued, picture = lines.first(r"queued as job"), lines.first(r"\.png")
-    report = {"family": family, "photos": len(photos), "exit_code": code, "console_s": round(finished - started, 1),
-              "pictures": sorted(p.name for p in (work / "out").glob("*.png")) if (work / "out").is_dir() else [],
-              "goal_s": SELFIES_GOAL_S}
-    if queued is not None and picture is not None:
-        report["selfies_to_first_image_s"] = round(picture - queued, 1)
-        report["within_goal"] = None if dry_run else picture - queued <= SELFIES_GOAL_S
-    report["passed"] = code == 0 and bool(report["pictures"]) and "selfies_to_first_image_s" in report
-    report["console_tail"] = [line for _, line in lines.lines[-8:]]
-    return report
-
-
-@contextlib.contextmanager
-def _environment(values: dict[str, str]):
-    saved = {key: os.environ.get(key) for key in values}
-    os.environ.update(values)
-    try:
-        yield
-    finally:
-        for key, value in saved.items():
-            if value is None:
-                os.environ.pop(key, None)
-            else:
-                os.environ[key] = value
-
-
-# --------------------------------------------------------------------------- the JSON file
-
-
-def record(out: Path, part: str, result: dict, machine: dict) -> None:
-    """Add one part's figures to the proof file (written whole to a temp file, then renamed)."""
-    proof = json.loads(out.read_text()) if out.is_file() else {"benchmark": "gpu_proof", "parts": {}}
-    proof.update(machine)
-    proof["parts"][part] = result
-    families = [proof["parts"][name] for name in ("sd15", "sdxl", "flux") if name in proof["parts"]]
-    proof["families_passed"] = sum(bool(r.get("passed")) for r in families)
-    proof["goals_met"] = {name: r.get("within_vram_goal", r.get("within_goal"))
-                          for name, r in proof["parts"].items()}
-    out.parent.mkdir(parents=True, exist_ok=True)
-    temp = out.with_name(f".{out.name}.tmp")
-    temp.write_text(json.dumps(proof, indent=2))
-    os.replace(temp, out)
-
-
-def run_part(part: str, dry_run: bool, models_dir: Path) -> tuple[dict, dict]:
-    machine = {"dry_run": dry_run, "cap_gb": None if dry_run else CAP_GB}
-    if not dry_run:
-        machine.update(cap_gpu_memory())
-    with tempfile.TemporaryDirectory(prefix=f"likeness-gpu-proof-{part}-") as temp:
+    found = {}
+    for name in ("torch", "diffusers", "transformers", "peft", "bitsandbytes", "accelerate"):
         try:
-            if part == "selfies":
-                result = selfies_part(dry_run, models_dir, Path(temp))
-            else:
-                result = family_part(part, dry_run, models_dir, Path(temp))
-        except Exception as error:  # record the failure in the file, so a rerun knows what to fix
-            result = {"passed": False, "error": f"{type(error).__name__}: {error}"}
-    return result, machine
+            found[name] = metadata.version(name)
+        except metadata.PackageNotFoundError:
+            found[name] = None
+    return found
+
+
+def write_json(path: Path, report: dict) -> None:
+    """Whole or not at all: a temp file, then renamed."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    temp = path.with_name(f".{path.name}.tmp")
+    temp.write_text(json.dumps(report, indent=2, default=str))
+    os.replace(temp, path)
+
+
+def run_part(name: str, out: Path, models_dir: Path, dry_run: bool, beside: list[str]) -> int:
+    """Run one part here; write out/<name>.json (goals judged) and return the exit status."""
+    part = PARTS[name]
+    report = {"part": name, "dry_run": dry_run, "ran_side_by_side_with": beside, "libraries": library_versions()}
+    started = time.perf_counter()
+    try:
+        if not dry_run:
+            report["machine"] = cap_gpu_memory()
+        with tempfile.TemporaryDirectory(prefix=f"likeness-gpu-proof-{name}-") as temp:
+            report.update(part.run(PartContext(dry_run, models_dir, Path(temp))))
+    except Exception as error:  # recorded in the file, so the next sitting knows what to fix
+        import traceback
+
+        report.update(failures=report.get("failures", 1) or 1, error=f"{type(error).__name__}: {error}",
+                      traceback=traceback.format_exc(limit=-8))
+    report["part_s"] = round(time.perf_counter() - started, 1)
+    report["goals"] = [str(goal) for goal in part.goals(dry_run)]
+    report["goals_missed"] = missed_goals(report, part.goals(dry_run))
+    write_json(out / f"{name}.json", report)
+    print(json.dumps({"part": name, "failures": report.get("failures"), "goals_missed": report["goals_missed"]}))
+    return 1 if report["goals_missed"] else 0
+
+
+# --------------------------------------------------------------------------- the sitting
+
+
+def placeholder(name: str, beside: list[str]) -> dict:
+    return {"part": name, "failures": None, "error": "did not finish (timed out or killed)",
+            "ran_side_by_side_with": beside}
+
+
+def start_part(name: str, args, beside: list[str], logs: Path) -> subprocess.Popen:
+    command = [os.environ.get("LIKENESS_PROOF_PYTHON", sys.executable), "-m", "bench.gpu_proof", "--part", name,
+               "--out", str(args.out), "--models-dir", str(args.models_dir), "--beside", ",".join(beside)]
+    if args.dry_run:
+        command.append("--dry-run")
+    write_json(args.out / f"{name}.json", placeholder(name, beside))  # replaced when the part ends
+    log = open(logs / f"{name}.log", "w", buffering=1)
+    env = dict(os.environ, PYTHONUNBUFFERED="1")
+    process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, env=env, start_new_session=True)
+    log.close()
+    return process
+
+
+def wait_all(processes: dict[str, subprocess.Popen], deadline: float) -> dict[str, int | None]:
+    """Each part's exit status; a part still running at the deadline is killed (None)."""
+    codes: dict[str, int | None] = {}
+    for name, process in processes.items():
+        try:
+            codes[name] = process.wait(timeout=max(1.0, deadline - time.monotonic()))
+        except subprocess.TimeoutExpired:
+            os.killpg(process.pid, 9)
+            process.wait()
+            codes[name] = None
+            print(f"gpu-proof: {name} stopped at the deadline", file=sys.stderr)
+    return codes
+
+
+def sitting(args) -> int:
+    names = args.parts or list(PARTS)
+    side_by_side = not args.dry_run and not args.sequential
+    logs = args.logs or args.out
+    args.out.mkdir(parents=True, exist_ok=True)
+    logs.mkdir(parents=True, exist_ok=True)
+    started = time.monotonic()
+    deadline = started + args.deadline_s
+    codes = {}
+    if side_by_side:
+        processes = {name: start_part(name, args, [n for n in names if n != name], logs) for name in names}
+        codes = wait_all(processes, deadline)
+    else:
+        for name in names:
+            codes.update(wait_all({name: start_part(name, args, [], logs)}, deadline))
+    return summarize(args.out, names, as_json=True, extra={
+        "side_by_side": side_by_side, "wall_s": round(time.monotonic() - started, 1),
+        "deadline_s": args.deadline_s, "exit_codes": codes})
+
+
+def summarize(out: Path, names: list[str] | None = None, *, as_json: bool, extra: dict | None = None) -> int:
+    """All parts' reports in one, every part's goals judged again under parts.<name>; the exit status."""
+    names = names or [name for name in PARTS if (out / f"{name}.json").is_file()]
+    reports = {}
+    for name in names:
+        path = out / f"{name}.json"
+        reports[name] = json.loads(path.read_text()) if path.is_file() else placeholder(name, [])
+    dry_run = any(report.get("dry_run") for report in reports.values())
+    goals = [Goal(f"parts.{name}.{goal.figure}", goal.op, goal.target)
+             for name in names for goal in PARTS[name].goals(dry_run)]
+    summary = {"benchmark": "gpu_proof", "dry_run": dry_run, "cap_gb": None if dry_run else CAP_GB, **(extra or {}),
+               "parts": reports}
+    return finish(summary, goals, as_json=as_json)
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--part", choices=PARTS, required=True)
-    parser.add_argument("--out", type=Path, default=Path("out/gpu-proof.json"))
-    parser.add_argument("--models-dir", type=Path, default=Path("data/models"),
-                        help="tiny models here, real-size random-weight models under published/")
+    parser.add_argument("--out", type=Path, default=Path("out/gpu-proof"), help="each part's JSON (and log)")
+    parser.add_argument("--logs", type=Path, help="the parts' logs elsewhere (default: --out)")
+    parser.add_argument("--parts", nargs="+", choices=list(PARTS), help="default: every part, in order")
+    parser.add_argument("--models-dir", type=Path, default=Path("data/models"), help="where tiny models are built")
     parser.add_argument("--dry-run", action="store_true", help="tiny models on CPU through the same code")
+    parser.add_argument("--sequential", action="store_true", help="one part at a time (clean speed figures)")
+    parser.add_argument("--deadline-s", type=float, help=f"the whole sitting's limit (default {DEADLINE_S:.0f} s; "
+                                                          f"dry run {DRY_RUN_DEADLINE_S:.0f} s)")
+    parser.add_argument("--summarize", type=Path, metavar="DIR", help="print the summary of DIR's parts")
+    parser.add_argument("--part", choices=list(PARTS), help=argparse.SUPPRESS)  # internal: one part, here
+    parser.add_argument("--beside", default="", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.WARNING)
-    # Replaced when the part ends; stays if it is killed (the script's timeout) or crashes the interpreter.
-    record(args.out, args.part, {"passed": False, "error": "did not finish (timed out or killed)"}, {})
-    result, machine = run_part(args.part, args.dry_run, args.models_dir)
-    record(args.out, args.part, result, machine)
-    print(json.dumps({"part": args.part, "passed": result.get("passed")}))
-    return 0 if result.get("passed") else 1
+    if args.summarize:
+        return summarize(args.summarize, as_json=True)
+    if args.deadline_s is None:
+        args.deadline_s = DRY_RUN_DEADLINE_S if args.dry_run else DEADLINE_S
+    if args.part:
+        return run_part(args.part, args.out, args.models_dir, args.dry_run, list(filter(None, args.beside.split(","))))
+    return sitting(args)
 
 
 if __name__ == "__main__":

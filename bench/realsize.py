@@ -13,8 +13,12 @@ machine holds the largest): its published architecture with random weights is bu
 sd15 at 512 px, sdxl at 256 px (the fp32 UNet and text encoders on CPU take most of 24 GB), flux at 512 px with
 the real widths but REDUCED_FLUX_DEPTH blocks, at its default NF4 (QLoRA) settings for training and serving
 (see `nf4_on_cpu`).
-Reported per family: pass/fail per stage, peak RSS, seconds per training step, parameter counts.
-`families_passed` counts the families whose every stage passed (goal 3).
+Reported per family: pass/fail per stage, peak RSS, seconds per training step, parameter counts; on CUDA also
+VRAM while training and while serving as `vram_train` / `vram_serve` (bench/vram.py: max_memory_allocated,
+max_memory_reserved and NVML's figure for the process, judged on the largest).
+Goals (bench/goals.py; the exit status is 1 when one is missed, and a figure that was not measured is a miss):
+`families_passed` equals the families run; on CUDA (`--device cuda`) each family's `vram_train.largest_gb` is at
+most VRAM_GOALS_GB (a 12 GB card: SD 1.5 6 GB, SDXL 12 GB, FLUX NF4 10 GB).
 
 `run_family` is also the GPU proof's per-family code (bench/gpu_proof.py), with other steps and on CUDA.
 """
@@ -36,6 +40,8 @@ import traceback
 from dataclasses import dataclass
 from pathlib import Path
 
+from bench.goals import Goal, finish
+from bench.vram import VramWatch
 from storage.settings import Settings
 
 # torch, diffusers and the trainer are imported inside functions: the parent process only starts the families'
@@ -43,6 +49,7 @@ from storage.settings import Settings
 FAMILIES = ("sd15", "sdxl", "flux")
 CPU_RESOLUTION = {"sd15": 512, "sdxl": 256, "flux": 512}
 PROMPT = "a photo of rraj person as a Van Gogh painting"
+VRAM_GOALS_GB = {"sd15": 6.0, "sdxl": 12.0, "flux": 10.0}  # what a 12 GB card leaves each family
 FAMILY_TIMEOUT_S = 3 * 3600  # per family: sd15 alone took 92 min on our shared, heavily loaded 2-core machine
 
 
@@ -145,10 +152,10 @@ def run_family(plan: FamilyPlan, work: Path) -> dict:
         checkpoint_every=0, device=plan.device, **overrides)
     report["quantize_base"], report["mixed_precision"] = config.quantize_base, config.mixed_precision
     hooks = StepTimes()
-    _reset_peak_vram(plan.device)
-    with inference_steps_for(plan.family, plan.inference_steps):
+    with inference_steps_for(plan.family, plan.inference_steps), VramWatch(plan.device) as watch:
         result = _stage(report, "train", lambda: train_adapter(config, hooks))
-    report["peak_vram_train_gb"] = _peak_vram_gb(plan.device)
+    report["vram_train"] = watch.figures()
+    report["peak_vram_train_gb"] = report["vram_train"]["largest_gb"]
     report["step_seconds"] = [round(s, 3) for s in hooks.steps]
     report["s_per_step"] = round(_steady(hooks.steps), 3) if hooks.steps else None
     report["class_images_s"] = round(hooks.stages.get("Preparing class images", 0.0), 2)
@@ -158,9 +165,10 @@ def run_family(plan: FamilyPlan, work: Path) -> dict:
         report["adapter_path"] = str(result.adapter_path)
         _stage(report, "export", lambda: _check_export(plan.family, result, report))
     if report["stages"].get("export") == "pass":
-        _reset_peak_vram(plan.device)
-        _stage(report, "load", lambda: _serve(plan, work, result.adapter_path, report))
-        report["peak_vram_serve_gb"] = _peak_vram_gb(plan.device)
+        with VramWatch(plan.device) as watch:
+            _stage(report, "load", lambda: _serve(plan, work, result.adapter_path, report))
+        report["vram_serve"] = watch.figures()
+        report["peak_vram_serve_gb"] = report["vram_serve"]["largest_gb"]
     report["peak_rss_mb"] = round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)
     report["passed"] = all(report["stages"].get(s) == "pass" for s in ("train", "export", "load", "render"))
     return report
@@ -258,20 +266,6 @@ def _synchronize(device: str) -> None:
         torch.cuda.synchronize()
 
 
-def _reset_peak_vram(device: str) -> None:
-    import torch
-
-    if device.startswith("cuda"):
-        torch.cuda.empty_cache()
-        torch.cuda.reset_peak_memory_stats()
-
-
-def _peak_vram_gb(device: str) -> float | None:
-    import torch
-
-    return round(torch.cuda.max_memory_allocated() / 2**30, 2) if device.startswith("cuda") else None
-
-
 @contextlib.contextmanager
 def nf4_on_cpu():
     """diffusers' bitsandbytes quantizer refuses to load without a GPU, although bitsandbytes 0.50 runs NF4 on
@@ -292,13 +286,22 @@ def nf4_on_cpu():
 # --------------------------------------------------------------------------- processes
 
 
-def run_child(base: str, models_dir: Path, resolution: int) -> dict:
+def run_child(base: str, models_dir: Path, resolution: int, device: str = "cpu") -> dict:
     """One family in this process: build (in a subprocess, so its memory is not counted), then run."""
     from trainer.families.published import build_published_model
 
     model_path = build_published_model(base, models_dir, reduced=base == "flux")
     with tempfile.TemporaryDirectory(prefix=f"likeness-realsize-{base}-") as temp, nf4_on_cpu():
-        return run_family(FamilyPlan(base, str(model_path), resolution), Path(temp))
+        return run_family(FamilyPlan(base, str(model_path), resolution, device=device), Path(temp))
+
+
+def realsize_goals(families: list[str], device: str) -> list[Goal]:
+    """Every family passes every stage; on CUDA each also fits its share of a 12 GB card (judged on the largest
+    of allocated, reserved and NVML process memory)."""
+    goals = [Goal("families_passed", ">=", len(families))]
+    if device.startswith("cuda"):
+        goals += [Goal(f"families.{base}.vram_train.largest_gb", "<=", VRAM_GOALS_GB[base]) for base in families]
+    return goals
 
 
 def _subprocess_json(args: list[str], timeout_s: float) -> dict:
@@ -328,6 +331,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--families", nargs="+", choices=FAMILIES, default=list(FAMILIES))
     parser.add_argument("--models-dir", type=Path, default=Path("data/models/published"),
                         help="where the random-weight real-size models are built once (default data/models/published)")
+    parser.add_argument("--device", default="cpu", help="cpu (default) or cuda: on CUDA the VRAM goals apply")
     parser.add_argument("--sdxl-resolution", type=int, default=CPU_RESOLUTION["sdxl"])
     parser.add_argument("--threads", type=int, default=1,
                         help="torch CPU threads per family (default 1: on a shared machine more threads spin on "
@@ -349,7 +353,7 @@ def main(argv: list[str] | None = None) -> int:
         import torch
 
         torch.set_num_threads(args.threads)
-        print(json.dumps(run_child(args.one, args.models_dir, resolutions[args.one])))
+        print(json.dumps(run_child(args.one, args.models_dir, resolutions[args.one], args.device)))
         return 0
     started = time.perf_counter()
     families = {}
@@ -359,16 +363,13 @@ def main(argv: list[str] | None = None) -> int:
             families[base] = {**build, "passed": False}
             continue
         report = _subprocess_json(["--one", base, "--models-dir", str(args.models_dir), "--threads", str(args.threads),
-                                   "--sdxl-resolution", str(args.sdxl_resolution)], FAMILY_TIMEOUT_S)
+                                   "--sdxl-resolution", str(args.sdxl_resolution), "--device", args.device],
+                                  FAMILY_TIMEOUT_S)
         families[base] = {**report, "build_s": build["build_s"]}
-    summary = {"benchmark": "realsize", "device": "cpu", "torch_threads": args.threads, "families": families,
+    summary = {"benchmark": "realsize", "device": args.device, "torch_threads": args.threads, "families": families,
                "families_passed": sum(bool(r.get("passed")) for r in families.values()),
                "families_run": len(families), "total_s": round(time.perf_counter() - started, 1)}
-    if args.json:
-        print(json.dumps(summary))
-    else:
-        print(json.dumps(summary, indent=2))
-    return 0 if summary["families_passed"] == len(families) else 1
+    return finish(summary, realsize_goals(args.families, args.device), as_json=args.json)
 
 
 if __name__ == "__main__":

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import os
 import re
+import sys
 from importlib import metadata
 from pathlib import Path
 
@@ -27,11 +28,12 @@ def installed_version(package: str) -> str | None:
 
 def lock_file() -> Path | None:
     """The lock this environment was built from: LIKENESS_LOCK_FILE when set (`scripts/lock upgrade` sets it),
-    else the CPU set when torch is a CPU build, else the CUDA set."""
+    else this Python's CPU set when torch is a CPU build, else its CUDA set (scripts/setup-env's choice)."""
     if chosen := os.environ.get("LIKENESS_LOCK_FILE"):
         return Path(chosen)
     torch = installed_version("torch") or ""
-    path = LOCK_DIR / ("cpu.lock" if torch.endswith("+cpu") else "cuda.lock")
+    python = f"py{sys.version_info.major}{sys.version_info.minor}"
+    path = LOCK_DIR / f"{python}-{'cpu' if torch.endswith('+cpu') else 'cuda'}.lock"
     return path if path.is_file() else None
 
 

@@ -30,10 +30,15 @@ from trainer.training.run import train_adapter
 @pytest.fixture
 def bnb_on_cpu(monkeypatch):
     """diffusers' bitsandbytes quantizer refuses to run without a GPU, although bitsandbytes 0.50 runs NF4
-    on CPU. Lift only that environment check; quantization, Linear4bit and training are the real thing."""
+    on CPU. Lift only that environment check; quantization, Linear4bit and training are the real thing.
+    On a CPU with AVX512-BF16, bitsandbytes repacks 4-bit weights for its fast CPU kernel at the first inference
+    forward, which fails for layers narrower than its 64-value block (the tiny models' 32-wide layers; real models'
+    widths are multiples of 64, and a GPU never takes that path): keep the plain CPU path here."""
+    import bitsandbytes.nn.modules
     from diffusers.quantizers.bitsandbytes.bnb_quantizer import BnB4BitDiffusersQuantizer
 
     monkeypatch.setattr(BnB4BitDiffusersQuantizer, "validate_environment", lambda self, *a, **k: None)
+    monkeypatch.setattr(bitsandbytes.nn.modules, "has_avx512bf16", lambda: False)
 
 
 @pytest.mark.parametrize("family", ["tiny-sdxl", "tiny-flux"])

@@ -8,6 +8,7 @@ fit inside the published vocabularies). Memory and speed do not depend on the we
 
 from __future__ import annotations
 
+import contextvars
 import json
 import logging
 import shutil
@@ -50,6 +51,7 @@ STORAGE_DTYPE = {"sd15": torch.float16, "sdxl": torch.float16, "flux": torch.bfl
 # FLUX with its real widths (hidden size, heads, joint attention dim, T5 width) but fewer blocks, so a CPU can
 # train it: 1 double-stream and 2 single-stream blocks (of 19 and 38), 2 T5 layers (of 24).
 REDUCED_FLUX_DEPTH = {"num_layers": 1, "num_single_layers": 2, "t5_layers": 2}
+_MATERIALISE = contextvars.ContextVar("likeness_published_materialise", default=True)
 
 
 def build_published_model(base: str, root: Path, reduced: bool = False) -> Path:
@@ -76,12 +78,25 @@ def build_published_model(base: str, root: Path, reduced: bool = False) -> Path:
     return target
 
 
+def published_pipeline_on_meta(base: str, reduced: bool = False):
+    """The published pipeline with every parameter on the meta device (no memory, no init): its shapes and
+    configs, for bench.weightless, which makes the weights while the product loads them."""
+    token = _MATERIALISE.set(False)
+    try:
+        return _build_flux(REDUCED_FLUX_DEPTH) if reduced else _BUILDERS[base]()
+    finally:
+        _MATERIALISE.reset(token)
+
+
 def random_module(model_class, dtype: torch.dtype, *args, **kwargs) -> torch.nn.Module:
-    """Build on the meta device, materialise in `dtype`, then give every layer its default random init."""
+    """Build on the meta device, materialise in `dtype`, then give every layer its default random init
+    (inside published_pipeline_on_meta: stay on the meta device)."""
     from accelerate import init_empty_weights
 
     with init_empty_weights():  # parameters on meta; buffers (position ids...) are real
         model = model_class(*args, **kwargs).to(dtype)
+    if not _MATERIALISE.get():
+        return model
     buffers = {name: buffer.clone() for name, buffer in model.named_buffers()}
     try:  # initialising on the GPU is much faster, when the model fits
         model = model.to_empty(device="cuda" if torch.cuda.is_available() else "cpu")
