@@ -32,7 +32,7 @@ from simcord.enums import AppCommandType, InteractionType
 from simcord.http import router as sim_router
 
 from bot.app import create_bot
-from bot.console import demo_photo_jpegs
+from bot.demo_photos import demo_photo_jpegs
 from bot.loop_lag import percentile
 from bot.services import Services
 from bot.supervisor import WorkerSupervisor

@@ -31,7 +31,7 @@ from ray import serve
 from ray.cluster_utils import Cluster
 
 import trainer.cluster.training as cluster_training
-from bot.console import demo_photo_jpegs
+from bot.demo_photos import demo_photo_jpegs
 from intake.captions import template_caption
 from intake.photos import IntakeRules, inspect_batch
 from intake.triggers import trigger_skeleton

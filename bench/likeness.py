@@ -26,7 +26,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from bot.console import demo_photo_jpegs
+from bot.demo_photos import demo_photo_jpegs
 from trainer.evaluation.evaluate import EvaluationOptions, EvaluationSubject, evaluate_adapter
 from intake.photos import IntakeRules, inspect_batch
 

@@ -80,6 +80,8 @@ class JobFollower:
         self.progress_every_s = progress_every_s
         self.job_timeout_s = job_timeout_s
         self.tasks: dict[int, asyncio.Task] = {}
+        self.files = None  # bot.console_files.ConsoleFiles: records the copies written, and per-job folders
+        self.cancelled_here: set[int] = set()  # `cancel` already said so: no second "was cancelled" line
 
     # Following.
     def follow(self, job_id: int) -> asyncio.Task:
@@ -136,7 +138,8 @@ class JobFollower:
         if job.state == "failed":
             self.say(render.job_failed(job.kind, about.label, job.error, PLAIN) + f" (job #{job.id})")
         elif job.state == "cancelled":
-            self.say(f"job #{job.id} was cancelled.")
+            if job.id not in self.cancelled_here:
+                self.say(f"job #{job.id} was cancelled.")
         elif job.kind == "train":
             self.say(render.training_done(about.triggers, about.class_nouns, job.result or {}, PLAIN))
         elif job.kind == "generate" and about.generation is not None:
@@ -147,20 +150,23 @@ class JobFollower:
         outputs = [p for p in result.get("outputs") or [] if p]
         self.say(render.generation_done(generation.prompt, result.get("seed", generation.seed), len(outputs),
                                         result.get("warnings") or (), generation.kind, PLAIN))
+        folder = await self.files.folder_for(job.id, self.out_dir) if self.files else self.out_dir
         try:
-            written = await asyncio.to_thread(self._write_outputs, result, generation.id)
+            written = await asyncio.to_thread(self._write_outputs, result, generation.id, folder)
         except OSError as exc:
-            self.say(f"error: could not write the pictures to {self.out_dir}: {exc.strerror or exc}.")
+            self.say(f"error: could not write the pictures to {folder}: {exc.strerror or exc}.")
             return
+        if self.files is not None:
+            await self.files.record(generation.user_id, written, generation_id=generation.id)
         for path in written:
             self.say(f"wrote {path}")
         number = generation.id
         self.say(f"(generation {number}: `reroll {number}`, `variation {number} 1`, `upscale {number} 1`)")
 
-    def _copy_out(self, rel: str, stem: str) -> Path:
-        self.out_dir.mkdir(parents=True, exist_ok=True)
+    def _copy_out(self, rel: str, stem: str, folder: Path) -> Path:
+        folder.mkdir(parents=True, exist_ok=True)
         source = self.services.store.resolve(rel)
-        target = unique_path(self.out_dir, stem, source.suffix)
+        target = unique_path(folder, stem, source.suffix)
         try:
             with open(source, "rb") as reader, open(target, "wb") as writer:
                 shutil.copyfileobj(reader, writer)
@@ -169,12 +175,12 @@ class JobFollower:
             raise
         return target
 
-    def _write_outputs(self, result: dict, generation_id: int) -> list[Path]:
+    def _write_outputs(self, result: dict, generation_id: int, folder: Path) -> list[Path]:
         outputs = [p for p in result.get("outputs") or [] if p]
-        written = [self._copy_out(rel, f"gen{generation_id}-{n}") for n, rel in enumerate(outputs, start=1)]
+        written = [self._copy_out(rel, f"gen{generation_id}-{n}", folder) for n, rel in enumerate(outputs, start=1)]
         for key in ("grid", "contact_sheet"):
             if result.get(key):
-                written.append(self._copy_out(result[key], f"gen{generation_id}-{key.replace('_', '-')}"))
+                written.append(self._copy_out(result[key], f"gen{generation_id}-{key.replace('_', '-')}", folder))
         return written
 
     # Across restarts.

@@ -87,7 +87,7 @@ class AccountService:
         return ExportBundle(
             path=path, size=size, fits_upload=size <= self.ctx.settings.max_upload_bytes,
             filename=f"likeness-{plan.subject.trigger}-v{plan.adapter.version}.zip", trigger=plan.subject.trigger,
-            version=plan.adapter.version, files=tuple(names),
+            version=plan.adapter.version, files=tuple(names), subject_id=plan.subject.id,
         )
 
     def _plan_export(self, conn: sqlite3.Connection, req: Requester, trigger: str) -> ExportPlan:

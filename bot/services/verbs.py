@@ -23,6 +23,8 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "headshots": ("/headshots", "headshots"),
     "card": ("/card", "card"),
     "share": ("/share", "share"),
+    "unshare-server": ("/unshare subject:{subject} server:True", "unshare {subject} --server"),
+    "unshare-user": ("/unshare subject:{subject} user:<@{user}>", "unshare {subject} --user {user}"),
     "unshare": ("/unshare", "unshare"),
     "subjects": ("/subjects", "subjects"),
     "status": ("/status", "status"),
