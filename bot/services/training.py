@@ -172,7 +172,7 @@ class TrainingService:
             if own is not None and own.trigger != normalise_trigger(raw_trigger):
                 raise look_alike_of_own(raw_trigger, own)
             if own is not None:
-                return _extend_plan(conn, own, group, class_noun)
+                return replace(_extend_plan(conn, own, group, class_noun), retrain=not request.uploads)
             verdict = validate_trigger(raw_trigger, taken)
             if not verdict.ok:
                 raise ServiceError("bad_trigger", f"That trigger won't work: {verdict.message}.")

@@ -27,7 +27,7 @@ class SubjectPlan:
     known_phashes: tuple[str, ...] = ()
     noun_requested: str | None = None
     extending: bool = False  # the photos go to an existing subject of the requester
-    retrain: bool = False  # `train --subject X` with no photos: retrain from the stored ones
+    retrain: bool = False  # an existing subject named with no photos: retrain from the stored ones
     added: int | None = None  # new photos accepted (known once they are stored)
 
 
