@@ -39,8 +39,7 @@ from storage.settings import Settings
 log = logging.getLogger(__name__)
 
 PLAIN = Style.PLAIN
-# Grants to "this server" made by older versions keep their meaning (everyone at this console) and can be taken
-# back with `unshare --server`; new ones are not offered, since the console has no server.
+# Older versions' grants to "this server" (everyone at this console) still count, and `unshare --server` takes them back.
 CONSOLE_GUILD_ID = 1
 CONSOLE_CHANNEL_ID = None  # no Discord channel: the bot's job watcher leaves console jobs alone
 DEFAULT_USER_ID = 1  # the console's operator, who runs the host: an admin (operator_settings)
@@ -338,10 +337,11 @@ class ConsoleSession:
         if not cmd.get("yes"):
             raise ConsoleError("this deletes everything stored about you and the files the console wrote for you; "
                                "run `forget --yes` to confirm.")
+        copies = await self.files.remove_for_user(self.user.user_id)
         outcome = await self.services.account.forget(self.user)
         await self.services.db.run(forget.sweep_forgotten, self.services.store)
         self.say(render.forget_outcome(outcome))
-        self._say_removal(await self.files.remove_orphans())
+        self._say_removal(copies + await self.files.remove_orphans())  # + others' pictures that showed this user
 
     # Identity, help, admin.
     async def do_as(self, cmd: ParsedCommand) -> None:

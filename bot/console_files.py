@@ -37,6 +37,9 @@ class Removal:
     removed: list[str] = field(default_factory=list)  # paths removed now (or already gone)
     kept: list[tuple[str, str]] = field(default_factory=list)  # (path, why it stays)
 
+    def __add__(self, other: Removal) -> Removal:
+        return Removal(self.removed + other.removed, self.kept + other.kept)
+
     def summary(self, folder_hint: str = "out/") -> str:
         """One or two sentences for the user; "" when there were no copies."""
         parts = []
@@ -101,7 +104,14 @@ class ConsoleFiles:
 
     async def remove_orphans(self) -> Removal:
         """Remove the copies of generations, exports and people that are gone; forget their records."""
-        records = await self.db.run(console_files.orphaned_files)
+        return await self._remove(await self.db.run(console_files.orphaned_files))
+
+    async def remove_for_user(self, user_id: int) -> Removal:
+        """Remove every copy made for this user (before a forget, so the forget's fresh backup and WAL truncation
+        keep no record naming their files)."""
+        return await self._remove(await self.db.run(console_files.files_of_user, user_id))
+
+    async def _remove(self, records: list[ConsoleFile]) -> Removal:
         if not records:
             return Removal()
         result = await asyncio.to_thread(remove_copies, records)

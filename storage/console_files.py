@@ -54,6 +54,11 @@ def files_of_generation(conn: sqlite3.Connection, generation_id: int) -> list[Co
     return [ConsoleFile(**dict(row)) for row in rows.fetchall()]
 
 
+def files_of_user(conn: sqlite3.Connection, user_id: int) -> list[ConsoleFile]:
+    rows = conn.execute("SELECT * FROM console_files WHERE user_id = ? ORDER BY id", (user_id,))
+    return [ConsoleFile(**dict(row)) for row in rows.fetchall()]
+
+
 def drop_records(conn: sqlite3.Connection, ids: Iterable[int]) -> None:
     conn.executemany("DELETE FROM console_files WHERE id = ?", [(file_id,) for file_id in ids])
 
