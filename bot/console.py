@@ -43,8 +43,7 @@ PLAIN = Style.PLAIN
 CONSOLE_GUILD_ID = 1
 CONSOLE_CHANNEL_ID = None  # no Discord channel: the bot's job watcher leaves console jobs alone
 DEFAULT_USER_ID = 1  # the console's operator, who runs the host: an admin (operator_settings)
-ADMIN_HINT = ("In the console, user 1 (the operator) is an admin: `as 1`. Elsewhere admins are the users in "
-              "LIKENESS_ADMIN_USER_IDS.")
+ADMIN_HINT = "In the console, user 1 (the operator) is an admin: `as 1`."
 INTERRUPTED = 130  # the exit status of a program stopped by Ctrl-C
 
 
@@ -255,7 +254,8 @@ class ConsoleSession:
 
     async def do_delete(self, cmd: ParsedCommand) -> None:
         deleted = await self.services.imagine.delete(self.user, cmd.get("generation"))
-        self.say(f"Deleted generation {deleted.generation_id} and its stored files.")
+        stopped = " Its job was still waiting or running, and was stopped." if deleted.job_cancelled else ""
+        self.say(f"Deleted generation {deleted.generation_id} and its stored files.{stopped}")
         self._say_removal(await self.files.remove_orphans())
 
     async def do_headshots(self, cmd: ParsedCommand) -> None:

@@ -365,9 +365,9 @@ def _still_shared(outcome: Any, style: Style) -> list[str]:
         lines.append(f"It is also still shared with everyone in {others} other server(s), which they may be in.")
     if outcome.still_users:
         people = ", ".join(_person(user, style) for user in outcome.still_users)
-        lines.append(f"Still shared with {people} directly, so they keep using it; "
-                     f"{code(slash('unshare-user', subject=trigger, user=outcome.still_users[0]), style)} "
-                     "takes one back.")
+        undo = (code(f"unshare {trigger} --user {outcome.still_users[0]}", style) if style is Style.PLAIN
+                else f"{code('/unshare', style)} with that person")
+        lines.append(f"Still shared with {people} directly, so they keep using it; {undo} takes one back.")
     if outcome.guild_id is not None and others:
         lines.append(f"It is still shared with everyone in {others} other server(s).")
     return lines

@@ -21,9 +21,6 @@ from functools import lru_cache
 from importlib import resources
 from pathlib import Path
 
-import matplotlib
-from fontTools.ttLib import TTFont
-
 log = logging.getLogger(__name__)
 
 CJK_PACKAGE = "justmytype-intl-cjk"
@@ -75,6 +72,8 @@ def default_typeface() -> Typeface:
 
 
 def dejavu_typeface() -> Typeface:
+    import matplotlib  # only when a greeting needs it: the bot process starts without matplotlib
+
     return Typeface("dejavu", Path(matplotlib.get_data_path()) / "fonts" / "ttf" / "DejaVuSans.ttf")
 
 
@@ -96,6 +95,8 @@ def _default_font_bytes() -> bytes:
 
 @lru_cache(maxsize=8)
 def _cmap_of(path: Path | None) -> frozenset[int]:
+    from fontTools.ttLib import TTFont
+
     data = _default_font_bytes() if path is None else path.read_bytes()
     with TTFont(io.BytesIO(data), lazy=True) as font:
         return frozenset(font.getBestCmap())
@@ -153,6 +154,8 @@ def text_typeface_for(greeting: str) -> Typeface:
     """The first text typeface that has every letter of the greeting that is not an emoji (letters that no text
     typeface has are drawn as emoji when OpenMoji has them)."""
     letters = _letters(greeting)
+    if all(char.isascii() for char in letters):
+        return default_typeface()  # Pillow's default font has all of ASCII
     emoji = emoji_coverage()
     faces = candidate_typefaces(greeting)
     for face in faces:

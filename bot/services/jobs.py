@@ -82,7 +82,8 @@ class JobService:
 
     async def queue(self, req: Requester) -> list[JobView]:
         if not self.ctx.is_admin(req.user_id):
-            raise ServiceError("admins_only", "Only the bot's admins can see the whole queue; /status shows yours.")
+            raise ServiceError("admins_only", "Only the bot's admins (the host lists them in "
+                               "LIKENESS_ADMIN_USER_IDS) can see the whole queue; /status shows yours.")
         return await self.ctx.db.run(self._views, None)
 
     async def cancel(self, req: Requester, job_id: int | None = None) -> CancelOutcome:

@@ -24,7 +24,6 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "card": ("/card", "card"),
     "share": ("/share", "share"),
     "unshare-server": ("/unshare subject:{subject} server:True", "unshare {subject} --server"),
-    "unshare-user": ("/unshare subject:{subject} user:<@{user}>", "unshare {subject} --user {user}"),
     "unshare": ("/unshare", "unshare"),
     "subjects": ("/subjects", "subjects"),
     "status": ("/status", "status"),
