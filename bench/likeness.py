@@ -26,7 +26,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from bot.demo_photos import demo_photo_jpegs
+from bench.sample_photos import two_face_jpegs
 from trainer.evaluation.evaluate import EvaluationOptions, EvaluationSubject, evaluate_adapter
 from intake.photos import IntakeRules, inspect_batch
 
@@ -39,7 +39,7 @@ RECIPE = {"learning_rate": 5e-3, "rank": 4, "prior_loss_weight": 1.0, "num_class
 
 
 def face_crops(folder: Path) -> list[Path]:
-    results = inspect_batch(demo_photo_jpegs(), IntakeRules.for_family(FAMILY))
+    results = inspect_batch(two_face_jpegs(), IntakeRules.for_family(FAMILY))
     paths = []
     for index, result in enumerate(results):
         if result.prepared is None:
