@@ -39,7 +39,7 @@ from storage.settings import Settings
 log = logging.getLogger(__name__)
 
 PLAIN = Style.PLAIN
-# Older versions' grants to "this server" (everyone at this console) still count, and `unshare --server` takes them back.
+# Older versions' grants to "this server" (everyone at this console) still count; `unshare --server` takes them back.
 CONSOLE_GUILD_ID = 1
 CONSOLE_CHANNEL_ID = None  # no Discord channel: the bot's job watcher leaves console jobs alone
 DEFAULT_USER_ID = 1  # the console's operator, who runs the host: an admin (operator_settings)

@@ -69,7 +69,7 @@ async def test_scripted_session_train_share_export_forget(console_parts, tmp_pat
     photos, out = tmp_path / "photos", tmp_path / "out"
     console = Console(services, out, waits=False)
     printed = await console.run(f"demo-photos {photos}",
-                                f"train --trigger rraj --class person {photos}/astronaut-1.jpg {photos}/astronaut-2.jpg")
+                                f"train --trigger rraj --class person {photos}/astronaut-[12].jpg")
     assert f"wrote {photos / 'astronaut-1.jpg'}" in printed
     assert "photo 1 (astronaut-1.jpg): accepted" in printed and "Training queued as job #1" in printed
     driver = QueueDriver(settings)

@@ -45,8 +45,8 @@ async def test_a_trigger_that_looks_like_your_own_is_refused_and_rejected_photos
 
 
 async def test_a_greeting_no_font_can_draw_is_refused_before_queueing(world, bot_services, monkeypatch):
-    thai = texts(await world.alice.slash(world.channel, "card", prompt="a snowy village",
-                                         greeting="\u0e2a\u0e27\u0e31\u0e2a\u0e14\u0e35\u0e1b\u0e35\u0e43\u0e2b\u0e21\u0e48"))
+    greeting = "\u0e2a\u0e27\u0e31\u0e2a\u0e14\u0e35\u0e1b\u0e35\u0e43\u0e2b\u0e21\u0e48"  # Thai: no font here
+    thai = texts(await world.alice.slash(world.channel, "card", prompt="a snowy village", greeting=greeting))
     assert "Cards cannot draw these characters" in thai
     monkeypatch.setattr(typefaces, "cjk_typeface", lambda name: None)  # a host without the CJK font package
     japanese = texts(await world.alice.slash(world.channel, "card", prompt="a snowy village",

@@ -20,7 +20,9 @@ from bot.services.errors import ServiceError
 from bot.services.params import SEED_LIMIT, SCHEDULERS, random_seed, sampling_options
 from storage import adapters, subjects
 from storage.files import adapter_root
-from storage.lora_hash import NotSafetensorsError, checkpoint_short_hash, lora_hash, lora_hash_of_stored, short_lora_hash
+from storage.lora_hash import (
+    NotSafetensorsError, checkpoint_short_hash, lora_hash, lora_hash_of_stored, short_lora_hash,
+)
 from tests.trainer.serving_fixtures import (  # noqa: F401 (fixtures)
     lora_factory, make_world, serving_models_dir, one_torch_thread, write_lora,
 )

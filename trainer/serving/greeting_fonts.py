@@ -1,9 +1,9 @@
 """Greeting text with colour emoji: the text typeface intake/typefaces.py picks, and OpenMoji's colour font for emoji.
 
 Pillow's default font (Aileron) covers only ASCII and a few symbols, so a greeting with any other letter
-("Fröhliche Weihnachten", "С Рождеством") is set entirely in DejaVu Sans, which matplotlib ships, and Japanese,
-Chinese or Korean in Noto Sans JP, SC, TC or KR (from the justmytype-intl-cjk package, SIL OFL 1.1), rather than
-mixing two typefaces inside a word. The bot refuses, before queueing, a greeting with letters no typeface has.
+("Fröhliche Weihnachten", "С Рождеством") is set entirely in DejaVu Sans, which matplotlib ships, and
+Japanese, Chinese or Korean in Noto Sans JP, SC, TC or KR (from the justmytype-intl-cjk package, SIL OFL 1.1),
+rather than mixing two typefaces inside a word. The bot refuses, before queueing, a greeting with letters no typeface has.
 
 Pillow draws one font per call and has no font fallback, so a line is split into runs: a character goes to the
 emoji font when the text font has no glyph for it and the emoji font has one, or when it is followed by the emoji

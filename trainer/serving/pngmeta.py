@@ -10,9 +10,10 @@ Layout, as the AUTOMATIC1111 web UI writes it:
 The fields always come in that order (extras such as `Denoising strength` between `Model` and `Lora hashes`, in
 FIELD_ORDER's order), so the same picture always gets the same text. Sampler names are A1111's own (see
 trainer/serving/schedulers.py); seeds are 32-bit unsigned; LoRA hashes are A1111's short hash of the tensor data of
-the file A1111 loads (storage/lora_hash.py); `Model hash` appears only for a single-file base checkpoint. `Hashes` is the JSON object Civitai's uploader and sd-parsers read. Values that contain a
-comma, colon or newline are JSON-quoted, as A1111 does. Pillow writes the chunk as tEXt, or as iTXt when the text
-is not Latin-1 (A1111 does the same through `PngInfo.add_text`).
+the file A1111 loads (storage/lora_hash.py); `Model hash` appears only for a single-file base checkpoint. `Hashes`
+is the JSON object Civitai's uploader and sd-parsers read. Values that contain a comma, colon or newline are
+JSON-quoted, as A1111 does. Pillow writes the chunk as tEXt, or as iTXt when the text is not Latin-1 (A1111 does the
+same through `PngInfo.add_text`).
 """
 
 from __future__ import annotations
