@@ -40,7 +40,7 @@ from simcord.http import router as sim_router
 
 from bench.goals import Goal, finish
 from bot.app import create_bot
-from bot.console import demo_photo_jpegs
+from bench.sample_photos import two_face_jpegs
 from bot.loop_lag import percentile
 from bot.services import Services
 from bot.supervisor import WorkerSupervisor
@@ -205,7 +205,7 @@ async def run(args: argparse.Namespace) -> dict:
             channel = guild.create_text_channel("likeness")
             members = [guild.add_member(env.create_user(f"user{i}")) for i in range(args.users)]
             shown = await members[0].slash(channel, "train", trigger="rraj")
-            await members[0].submit_modal(shown, {"likeness:photos": demo_photo_jpegs()})
+            await members[0].submit_modal(shown, {"likeness:photos": two_face_jpegs()})
             job_id = (await db.run(jobs.active_jobs, members[0].id))[0].id
             plain = WorkerSupervisor(settings, db, stop_timeout_s=60)
             result = await measure(env, bot, db, plain, channel, members, job_id, args)

@@ -31,7 +31,7 @@ from ray import serve
 from ray.cluster_utils import Cluster
 
 import trainer.cluster.training as cluster_training
-from bot.console import demo_photo_jpegs
+from bench.sample_photos import two_face_jpegs
 from intake.captions import template_caption
 from intake.photos import IntakeRules, inspect_batch
 from intake.triggers import trigger_skeleton
@@ -93,7 +93,7 @@ class Bench:
         subject = subjects.create_subject(self.conn, owner_id=user_id, trigger=trigger,
                                           trigger_key=trigger_skeleton(trigger), class_noun="person",
                                           display_name=trigger, family="tiny-sd15")
-        for result in inspect_batch(demo_photo_jpegs(), IntakeRules.for_family("tiny-sd15")):
+        for result in inspect_batch(two_face_jpegs(), IntakeRules.for_family("tiny-sd15")):
             prepared = result.prepared
             if prepared is None:  # a rejected demo photo: train on the others
                 continue

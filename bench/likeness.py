@@ -27,7 +27,7 @@ import time
 from pathlib import Path
 
 from bench.goals import Goal, finish
-from bot.console import demo_photo_jpegs
+from bench.sample_photos import two_face_jpegs
 from trainer.evaluation.evaluate import EvaluationOptions, EvaluationSubject, evaluate_adapter
 from intake.photos import IntakeRules, inspect_batch
 
@@ -41,7 +41,7 @@ GOALS = [Goal("drift_ratio", "<", 1.0)]
 
 
 def face_crops(folder: Path) -> list[Path]:
-    results = inspect_batch(demo_photo_jpegs(), IntakeRules.for_family(FAMILY))
+    results = inspect_batch(two_face_jpegs(), IntakeRules.for_family(FAMILY))
     paths = []
     for index, result in enumerate(results):
         if result.prepared is None:

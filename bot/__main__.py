@@ -1,8 +1,8 @@
 """`python -m bot`: the Discord bot when LIKENESS_DISCORD_TOKEN is set, else the offline console.
 
-    python -m bot                                # Discord with a token; without one, the tiny-sd15 console
+    python -m bot [console options]              # Discord with a token; without one, the tiny-sd15 console
     python -m bot console [--model tiny-sd15] [--out DIR] [--worker subprocess|thread|none] [--script FILE]
-    python -m bot demo-photos DIR                # two sample face photos to try training with
+    python -m bot demo-photos DIR                # sample photos of one face to try training with
     python -m bot backup | restore [--force] [FILE] | verify   # the database's backups (storage/backup_commands.py)
 
 Dependencies are built once here (settings, logging, database, file store, services, worker supervisor) and passed
@@ -28,6 +28,7 @@ from pathlib import Path
 from pydantic import SecretStr, ValidationError
 from pydantic_settings import BaseSettings
 
+from bot.console_warnings import show_warnings_as_product_lines
 from bot.maintenance import Maintenance, admin_notifier
 from storage import backup_commands
 from storage.disk import DiskFullError, storage_failure
@@ -44,17 +45,31 @@ NO_TOKEN_LINE = (f"No Discord token configured (LIKENESS_DISCORD_TOKEN): startin
                  f"{DEMO_MODEL} demo model. Type `help`.")
 
 
+CONSOLE_OPTIONS = ("model", "out", "worker", "script")
+
+
+def _console_options(parser: argparse.ArgumentParser, *, top_level: bool) -> None:
+    """The console's options; at the top level (`./run-bot --out cards`) they also mean "start the console"."""
+    default = argparse.SUPPRESS if top_level else None
+    parser.add_argument("--model", choices=TINY_FAMILIES + REAL_FAMILIES, default=default,
+                        help="model family (default: LIKENESS_MODEL_FAMILY; tiny-sd15 when no token is set)")
+    parser.add_argument("--out", type=Path, default=default if top_level else Path("out"),
+                        help="where output files go (default ./out)")
+    parser.add_argument("--worker", choices=("subprocess", "thread", "none"),
+                        default=default if top_level else "subprocess",
+                        help="how the GPU worker runs (default: a supervised subprocess)")
+    parser.add_argument("--script", type=Path, default=default,
+                        help="read commands from this file instead of stdin")
+
+
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(prog="python -m bot", description="Likeness: Discord bot and console")
+    top = parser.add_argument_group("console options (they start the console, as `python -m bot console` does)")
+    _console_options(top, top_level=True)
     modes = parser.add_subparsers(dest="mode")
     console = modes.add_parser("console", help="run the commands in a terminal (no Discord needed)")
-    console.add_argument("--model", choices=TINY_FAMILIES + REAL_FAMILIES,
-                         help="model family (default: LIKENESS_MODEL_FAMILY)")
-    console.add_argument("--out", type=Path, default=Path("out"), help="where output files go (default ./out)")
-    console.add_argument("--worker", choices=("subprocess", "thread", "none"), default="subprocess",
-                         help="how the GPU worker runs (default: a supervised subprocess)")
-    console.add_argument("--script", type=Path, help="read commands from this file instead of stdin")
-    demo = modes.add_parser("demo-photos", help="write two sample face photos to try /train with")
+    _console_options(console, top_level=False)
+    demo = modes.add_parser("demo-photos", help="write sample photos of one face to try /train with")
     demo.add_argument("dir", type=Path)
     modes.add_parser("discord", help="run the Discord bot (needs LIKENESS_DISCORD_TOKEN)")
     modes.add_parser("backup", help="back up the database now (it is also backed up on a schedule)")
@@ -177,11 +192,12 @@ class ThreadWorker:
 
 
 async def run_console(settings: Settings, args: argparse.Namespace) -> int:
-    from bot.console import INTERRUPTED, ConsoleSession, stdin_lines, terminal_lines
+    from bot.console import INTERRUPTED, ConsoleSession, operator_settings, stdin_lines, terminal_lines
     from bot.supervisor import WorkerSupervisor
     from storage.db import AsyncDatabase
     from storage.files import FileStore
 
+    settings = operator_settings(settings)  # the console's user 1 runs the host: an admin
     async with await AsyncDatabase.open(settings.database_path) as db:
         store = FileStore(settings.store_dir)
         services = await build_services(settings, db, store)
@@ -232,6 +248,20 @@ async def _until_stopped(work, stop: asyncio.Event) -> int:
     return 0
 
 
+def _as_console(args: argparse.Namespace, given: list[str]) -> argparse.Namespace:
+    """Top-level console options: the same namespace as `console` with them (the other options at defaults)."""
+    console = parse_args(["console"])
+    for name in given:
+        setattr(console, name, getattr(args, name))
+    if console.model is None and not configured_token_present():
+        console.model = DEMO_MODEL  # as the console started without a token: the demo model
+    if not configured_token_present():
+        print(NO_TOKEN_LINE if console.model == DEMO_MODEL else
+              f"No Discord token configured (LIKENESS_DISCORD_TOKEN): starting the offline console on "
+              f"{console.model}. Type `help`.", flush=True)
+    return console
+
+
 def _settings_for(args: argparse.Namespace, default_console: bool) -> Settings:
     overrides: dict[str, object] = {}
     model = DEMO_MODEL if default_console else getattr(args, "model", None)
@@ -258,12 +288,15 @@ def configured_token_present() -> bool:
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     if args.mode == "demo-photos":
-        from bot.console import write_demo_photos
+        from bot.demo_photos import write_demo_photos
 
         for path in write_demo_photos(args.dir):
             print(f"wrote {path}")
         return 0
     has_token = configured_token_present()
+    given = [name for name in CONSOLE_OPTIONS if getattr(args, name, None) is not None]
+    if args.mode is None and given:  # `./run-bot --out cards`: the console, with these options
+        args = _as_console(args, given)
     default_console = args.mode is None and not has_token
     if default_console:
         print(NO_TOKEN_LINE, flush=True)
@@ -274,10 +307,13 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     token = settings.discord_token.get_secret_value().strip() if settings.discord_token else ""
     console = args.mode == "console" or default_console
-    # The console's terminal is for the conversation: only our own warnings show there, the rest goes to the log.
-    tool = args.mode in ("backup", "restore", "verify")  # their one line of result is what the host reads
-    configure_logging(settings.log_level, secrets=[token], log_file=settings.log_path,
-                      stream_level="WARNING" if console or tool else None)
+    # The console's terminal is for the conversation: only our own warnings show there, as product lines (never
+    # raw log records); everything goes to the log file. The backup tools print their one line of result.
+    tool = args.mode in ("backup", "restore", "verify")
+    stream = configure_logging(settings.log_level, secrets=[token], log_file=settings.log_path,
+                               stream_level="WARNING" if console or tool else None)
+    if console:
+        show_warnings_as_product_lines(stream)
     if tool:
         code, text = backup_commands.run_command(args.mode, settings.database_path, settings.store_dir,
                                                  settings.backup_keep, getattr(args, "file", None),

@@ -11,43 +11,50 @@ with `error:` and the session goes on. Messages name console commands (bot.servi
 from __future__ import annotations
 
 import asyncio
+import glob
 import logging
+import os
 import sys
-import threading
 from collections.abc import AsyncIterator, Iterable
 from pathlib import Path
 from typing import TextIO
 
-from prompt_toolkit import PromptSession
-from prompt_toolkit.patch_stdout import patch_stdout
-
 from bot import render
+from bot.console_files import ConsoleFiles
+from bot.console_input import Interrupted, stdin_lines, terminal_lines  # noqa: F401 (the entry point's imports)
 from bot.console_jobs import JobFollower, copy_out
 from bot.console_parser import ParsedCommand, ParseError, help_text, parse_line
+from bot.demo_photos import write_demo_photos
 from bot.render import Style
 from bot.services import Services
 from bot.services.errors import ServiceError
 from bot.services.training import TrainRequest
 from bot.services.types import ImagineOptions, Requester, Upload
 from bot.services.verbs import for_console
-from storage import forget, jobs
+from storage import forget, jobs, subjects
 from storage.disk import DISK_FULL, describe_free, is_disk_full
+from storage.settings import Settings
 
 log = logging.getLogger(__name__)
 
 PLAIN = Style.PLAIN
-CONSOLE_GUILD_ID = 1  # the console is one local "server", so `share --server` means everyone at this console
+# Older versions' grants to "this server" (everyone at this console) still count; `unshare --server` takes them back.
+CONSOLE_GUILD_ID = 1
 CONSOLE_CHANNEL_ID = None  # no Discord channel: the bot's job watcher leaves console jobs alone
-DEFAULT_USER_ID = 1
+DEFAULT_USER_ID = 1  # the console's operator, who runs the host: an admin (operator_settings)
+ADMIN_HINT = "In the console, user 1 (the operator) is an admin: `as 1`."
 INTERRUPTED = 130  # the exit status of a program stopped by Ctrl-C
+
+
+def operator_settings(settings: Settings) -> Settings:
+    """The console's settings: its operator (user 1) runs the host, so it is an admin like LIKENESS_ADMIN_USER_IDS."""
+    if settings.is_admin(DEFAULT_USER_ID):
+        return settings
+    return settings.model_copy(update={"admin_user_ids": [*settings.admin_user_ids, DEFAULT_USER_ID]})
 
 
 class ConsoleError(Exception):
     """A problem with the console request itself (e.g. a photo path that cannot be read)."""
-
-
-class Interrupted(Exception):
-    """Ctrl-C at the prompt: the session says which jobs stay queued, then ends."""
 
 
 class ConsoleSession:
@@ -61,8 +68,11 @@ class ConsoleSession:
         self.background = background  # True at a terminal: no line waits for its job
         self.jobs = JobFollower(services, self.out_dir, self.say, poll_s=poll_s, progress_every_s=progress_every_s,
                                 job_timeout_s=job_timeout_s)
+        self.files = ConsoleFiles(services.db)
+        self.jobs.files = self.files
         self._resumed = False
         self.user = Requester(DEFAULT_USER_ID, "you", CONSOLE_GUILD_ID, CONSOLE_CHANNEL_ID)
+        self._names: dict[int, str] = {DEFAULT_USER_ID: "you"}  # `as N --name X` is remembered
         self.handlers = {
             "help": self.do_help, "as": self.do_as, "whoami": self.do_whoami, "train": self.do_train,
             "train-family": self.do_train_family, "photos list": self.do_photos_list, "photos add": self.do_photos_add,
@@ -90,6 +100,7 @@ class ConsoleSession:
         if not self._resumed:
             self._resumed = True
             await self.jobs.resume()
+            self._say_removal(await self.files.remove_orphans())  # e.g. a forget that finished meanwhile
         try:
             if hasattr(lines, "__aiter__"):
                 async for line in lines:  # type: ignore[union-attr]
@@ -124,7 +135,7 @@ class ConsoleSession:
         try:
             await self.handlers[command.verb](command)
         except ServiceError as exc:
-            self.say(f"error: {exc.message}")
+            self.say(f"error: {exc.message}" + (f" {ADMIN_HINT}" if exc.code == "admins_only" else ""))
         except ConsoleError as exc:
             self.say(f"error: {exc}")
         except Exception as exc:
@@ -148,18 +159,35 @@ class ConsoleSession:
             await self.jobs.wait(job_id)
 
     # Files.
-    def _read_photos(self, paths: list[str], captions: list[str] | None) -> list[Upload]:
+    def _read_photos(self, paths: list[str], captions: list[str] | None, what: str = "photo") -> list[Upload]:
         captions = captions or []
         uploads = []
-        for index, raw in enumerate(paths):
+        for index, raw in enumerate(expand_paths(paths)):
             path = Path(raw).expanduser()
             try:
                 data = path.read_bytes()
             except OSError as exc:
-                raise ConsoleError(f"cannot read photo {raw}: {exc.strerror or exc}.") from None
+                raise ConsoleError(f"cannot read the {what} {raw}: {exc.strerror or exc}.") from None
             caption = captions[index] if index < len(captions) else None
             uploads.append(Upload(filename=path.name, data=data, caption=caption))
         return uploads
+
+    def _folder(self, cmd: ParsedCommand) -> Path | None:
+        """The command's own --out folder (created now, so a bad one is refused before anything is queued)."""
+        raw = cmd.get("out")
+        if raw is None:
+            return None
+        folder = Path(raw).expanduser()
+        try:
+            folder.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise ConsoleError(f"cannot use {raw} as the output folder: {exc.strerror or exc}.") from None
+        return folder
+
+    def _say_removal(self, removal, prefix: str = "") -> None:
+        text = removal.summary(f"{self.out_dir}/")
+        if text:
+            self.say(prefix + text)
 
     # Training.
     async def do_train(self, cmd: ParsedCommand) -> None:
@@ -200,7 +228,9 @@ class ConsoleSession:
         self.say(f"caption of photo {cmd.get('number')} updated.")
 
     # Generating.
-    async def _after_generation(self, queued, cmd: ParsedCommand) -> None:
+    async def _after_generation(self, queued, cmd: ParsedCommand, folder: Path | None = None) -> None:
+        if folder is not None:
+            await self.files.set_folder(queued.job_id, folder)
         self.say(render.queued_generation(queued, PLAIN))
         await self._start_following(queued.job_id, cmd)
 
@@ -209,38 +239,46 @@ class ConsoleSession:
             prompt=" ".join(cmd.get("prompt")), negative_prompt=cmd.get("negative"), seed=cmd.get("seed"),
             aspect=cmd.get("aspect"), count=cmd.get("count"), steps=cmd.get("steps"),
             guidance=cmd.get("guidance"), scheduler=cmd.get("scheduler"), style=cmd.get("style"))
-        await self._after_generation(await self.services.imagine.imagine(self.user, options), cmd)
+        folder = self._folder(cmd)
+        await self._after_generation(await self.services.imagine.imagine(self.user, options), cmd, folder)
 
     async def do_derived(self, cmd: ParsedCommand) -> None:
-        imagine, generation = self.services.imagine, cmd.get("generation")
+        imagine, generation, folder = self.services.imagine, cmd.get("generation"), self._folder(cmd)
         if cmd.verb == "reroll":
             queued = await imagine.reroll(self.user, generation)
         elif cmd.verb == "variation":
             queued = await imagine.variation(self.user, generation, cmd.get("index", 1))
         else:
             queued = await imagine.upscale(self.user, generation, cmd.get("index", 1))
-        await self._after_generation(queued, cmd)
+        await self._after_generation(queued, cmd, folder)
 
     async def do_delete(self, cmd: ParsedCommand) -> None:
-        await self.services.imagine.delete(self.user, cmd.get("generation"))
-        self.say(f"deleted generation {cmd.get('generation')} and its files.")
+        deleted = await self.services.imagine.delete(self.user, cmd.get("generation"))
+        stopped = " Its job was still waiting or running, and was stopped." if deleted.job_cancelled else ""
+        self.say(f"Deleted generation {deleted.generation_id} and its stored files.{stopped}")
+        self._say_removal(await self.files.remove_orphans())
 
     async def do_headshots(self, cmd: ParsedCommand) -> None:
+        folder = self._folder(cmd)
         queued = await self.services.imagine.headshots(self.user, cmd.get("subject"), cmd.get("count"))
-        await self._after_generation(queued, cmd)
+        await self._after_generation(queued, cmd, folder)
 
     async def do_card(self, cmd: ParsedCommand) -> None:
         if not cmd.get("greeting"):
             raise ConsoleError("a card needs --greeting TEXT.")
+        folder = self._folder(cmd)
         queued = await self.services.imagine.card(self.user, " ".join(cmd.get("prompt")), cmd.get("greeting"),
                                                   cmd.get("layout"))
-        await self._after_generation(queued, cmd)
+        await self._after_generation(queued, cmd, folder)
 
     # Sharing and jobs.
     async def do_share(self, cmd: ParsedCommand) -> None:
         user_id, server = cmd.get("user"), bool(cmd.get("server"))
+        if server and cmd.verb == "share":
+            raise ConsoleError(f"the console has no server to share with; share with one person: "
+                               f"`share {cmd.get('subject')} --user 2`.")
         if (user_id is None) == (not server):
-            raise ConsoleError("give either --user ID or --server.")
+            raise ConsoleError("give --user ID, the local user to share with (e.g. `--user 2`).")
         sharing = self.services.sharing
         action = sharing.unshare if cmd.verb == "unshare" else sharing.share
         outcome = await action(self.user, cmd.get("subject"), user_id, CONSOLE_GUILD_ID if server else None)
@@ -257,7 +295,9 @@ class ConsoleSession:
         self.say(render.jobs_view(await self.services.jobs.status(self.user), PLAIN))
 
     async def do_cancel(self, cmd: ParsedCommand) -> None:
-        self.say(render.cancel_outcome(await self.services.jobs.cancel(self.user, cmd.get("job"))))
+        outcome = await self.services.jobs.cancel(self.user, cmd.get("job"))
+        self.jobs.cancelled_here.add(outcome.job_id)  # this line is the one message about it
+        self.say(render.cancel_outcome(outcome))
 
     async def do_wait(self, cmd: ParsedCommand) -> None:
         job_id = cmd.get("job")
@@ -280,24 +320,34 @@ class ConsoleSession:
 
     # Account.
     async def do_export(self, cmd: ParsedCommand) -> None:
+        folder = self._folder(cmd) or self.out_dir
         bundle = await self.services.account.export(self.user, cmd.get("subject"))
         name = Path(bundle.filename)
-        target = await asyncio.to_thread(copy_out, bundle.path, self.out_dir, name.stem, name.suffix)
+        target = await asyncio.to_thread(copy_out, bundle.path, folder, name.stem, name.suffix)
+        await self.files.record(self.user.user_id, [target], subject_id=bundle.subject_id)
         self.say(render.export_bundle(bundle, sent_to=f"written to {target}", style=PLAIN))
 
     async def do_forget(self, cmd: ParsedCommand) -> None:
         if not cmd.get("yes"):
-            raise ConsoleError("this deletes everything stored about you; run `forget --yes` to confirm.")
+            raise ConsoleError("this deletes everything stored about you and the files the console wrote for you; "
+                               "run `forget --yes` to confirm.")
+        copies = await self.files.remove_for_user(self.user.user_id)
         outcome = await self.services.account.forget(self.user)
         await self.services.db.run(forget.sweep_forgotten, self.services.store)
         self.say(render.forget_outcome(outcome))
+        self._say_removal(copies + await self.files.remove_orphans())  # + others' pictures that showed this user
 
     # Identity, help, admin.
     async def do_as(self, cmd: ParsedCommand) -> None:
         user_id = cmd.get("user_id")
         if user_id is None or user_id <= 0:
             raise ConsoleError("a user id is a positive whole number, e.g. `as 2`.")
-        self.user = Requester(user_id, cmd.get("name") or f"user {user_id}", CONSOLE_GUILD_ID, CONSOLE_CHANNEL_ID)
+        name = " ".join((cmd.get("name") or "").split())[:64]
+        if name:
+            self._names[user_id] = name
+        else:
+            name = self._names.get(user_id) or await self.services.db.run(_stored_name, user_id) or f"user {user_id}"
+        self.user = Requester(user_id, name, CONSOLE_GUILD_ID, CONSOLE_CHANNEL_ID)
         self.say(f"now acting as user {user_id} ({self.user.display_name}).")
 
     async def do_whoami(self, cmd: ParsedCommand) -> None:
@@ -307,7 +357,7 @@ class ConsoleSession:
         self.say(help_text(" ".join(cmd.get("topic") or []) or None))
 
     async def do_demo_photos(self, cmd: ParsedCommand) -> None:
-        for path in await asyncio.to_thread(write_demo_photos, Path(cmd.get("dir"))):
+        for path in await asyncio.to_thread(write_demo_photos, Path(cmd.get("dir")).expanduser()):
             self.say(f"wrote {path}")
 
     async def do_admin_queue(self, cmd: ParsedCommand) -> None:
@@ -317,7 +367,7 @@ class ConsoleSession:
             self.say(render.cluster_view(nodes, PLAIN))
 
     async def do_add_style(self, cmd: ParsedCommand) -> None:
-        upload = (await asyncio.to_thread(self._read_photos, [cmd.get("file")], None))[0]
+        upload = (await asyncio.to_thread(self._read_photos, [cmd.get("file")], None, "style file"))[0]
         info = await self.services.admin.add_style(self.user, cmd.get("name"), upload, cmd.get("weight"))
         self.say("installed: " + render.styles_list([info], PLAIN).lstrip("\u2022 "))
 
@@ -329,68 +379,16 @@ class ConsoleSession:
         self.say(render.limits_view(await self.services.admin.limits(self.user)))
 
 
-def demo_photo_jpegs() -> list[tuple[str, bytes]]:
-    """Two real face photos from scikit-image's bundled data, as (file name, JPEG bytes)."""
-    import io
-
-    from PIL import Image
-    from skimage import data
-
-    photos = []
-    for name, pixels in (("astronaut.jpg", data.astronaut()), ("camera.jpg", data.camera())):
-        buffer = io.BytesIO()
-        Image.fromarray(pixels).convert("RGB").save(buffer, format="JPEG", quality=92)
-        photos.append((name, buffer.getvalue()))
-    return photos
+def _stored_name(conn, user_id: int) -> str | None:
+    """The name a local user was given in an earlier session (`as 2 --name Mia`), if any."""
+    row = conn.execute("SELECT display_name FROM users WHERE id = ?", (user_id,)).fetchone()
+    return row[0] if row and row[0] and not subjects.is_forgotten(conn, user_id) else None
 
 
-def write_demo_photos(folder: Path) -> list[Path]:
-    """The demo photos as files, so a newcomer can try training without selfies."""
-    folder.mkdir(parents=True, exist_ok=True)
-    written = []
-    for name, jpeg in demo_photo_jpegs():
-        path = folder / name
-        path.write_bytes(jpeg)
-        written.append(path)
-    return written
-
-
-async def stdin_lines(stream: TextIO) -> AsyncIterator[str]:
-    """Lines from a pipe or file without blocking the event loop.
-
-    A daemon thread reads, so a signal can end the session while the thread still waits for a line."""
-    loop = asyncio.get_running_loop()
-    queue: asyncio.Queue[str | None] = asyncio.Queue()
-    wanted = threading.Event()
-
-    def read() -> None:
-        while wanted.wait():
-            wanted.clear()
-            line = stream.readline()
-            loop.call_soon_threadsafe(queue.put_nowait, line or None)
-            if not line:
-                return
-
-    threading.Thread(target=read, name="console-stdin", daemon=True).start()
-    while True:
-        wanted.set()
-        line = await queue.get()
-        if line is None:
-            return
-        yield line
-
-
-async def terminal_lines(prompt: str = "likeness> ", *, keys=None, screen=None) -> AsyncIterator[str]:
-    """Lines typed at a terminal. The prompt stays live while jobs run: whatever the session prints meanwhile
-    appears above it (patch_stdout). Ctrl-D ends the session; Ctrl-C raises Interrupted. `keys` and `screen`
-    replace the terminal (prompt_toolkit Input and Output), for tests."""
-    session: PromptSession[str] = PromptSession(input=keys, output=screen)
-    with patch_stdout(raw=True):
-        while True:
-            try:
-                line = await session.prompt_async(prompt)
-            except EOFError:
-                return
-            except KeyboardInterrupt:
-                raise Interrupted from None
-            yield line
+def expand_paths(paths: list[str]) -> list[str]:
+    """Shell-style wildcards in photo paths (`photos/*.jpg`), sorted; a path that exists as typed stays as it is."""
+    expanded: list[str] = []
+    for raw in paths:
+        matches = sorted(glob.glob(os.path.expanduser(raw))) if glob.has_magic(raw) else []
+        expanded += matches if matches and not Path(raw).expanduser().exists() else [raw]
+    return expanded

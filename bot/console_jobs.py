@@ -101,6 +101,8 @@ class JobFollower:
         self.job_timeout_s = job_timeout_s
         self.tasks: dict[int, asyncio.Task] = {}
         self._delivering: set[int] = set()
+        self.files = None  # bot.console_files.ConsoleFiles: records the copies written, and per-job folders
+        self.cancelled_here: set[int] = set()  # `cancel` already said so: no second "was cancelled" line
 
     # Following.
     def follow(self, job_id: int) -> asyncio.Task:
@@ -170,7 +172,8 @@ class JobFollower:
         if job.state == "failed":
             self.say(render.job_failed(job.kind, about.label, job.error, PLAIN) + f" (job #{job.id})")
         elif job.state == "cancelled":
-            self.say(f"job #{job.id} was cancelled.")
+            if job.id not in self.cancelled_here:
+                self.say(f"job #{job.id} was cancelled.")
         elif job.kind == "train":
             self.say(render.training_done(about.triggers, about.class_nouns, job.result or {}, PLAIN))
         elif job.kind == "generate" and about.generation is not None:
@@ -182,25 +185,28 @@ class JobFollower:
         outputs = [p for p in result.get("outputs") or [] if p]
         self.say(render.generation_done(generation.prompt, result.get("seed", generation.seed), len(outputs),
                                         result.get("warnings") or (), generation.kind, PLAIN))
+        folder = await self.files.folder_for(job.id, self.out_dir) if self.files else self.out_dir
         try:
-            written = await asyncio.to_thread(self._write_outputs, result, generation.id)
+            written = await asyncio.to_thread(self._write_outputs, result, generation.id, folder)
         except OSError as exc:
-            reason = f"the disk is full ({describe_free(self.out_dir)})" if is_disk_full(exc, self.out_dir) else (
+            reason = f"the disk is full ({describe_free(folder)})" if is_disk_full(exc, folder) else (
                 exc.strerror or str(exc))
-            self.say(f"error: could not write the pictures to {self.out_dir}: {reason}. They are written the next "
+            self.say(f"error: could not write the pictures to {folder}: {reason}. They are written the next "
                      "time the console starts.")
             return False
+        if self.files is not None:
+            await self.files.record(generation.user_id, written, generation_id=generation.id)
         for path in written:
             self.say(f"wrote {path}")
         number = generation.id
         self.say(f"(generation {number}: `reroll {number}`, `variation {number} 1`, `upscale {number} 1`)")
         return True
 
-    def _copy_out(self, rel: str, stem: str) -> Path:
+    def _copy_out(self, rel: str, stem: str, folder: Path) -> Path:
         source = self.services.store.resolve(rel)
-        return copy_out(source, self.out_dir, stem, source.suffix)
+        return copy_out(source, folder, stem, source.suffix)
 
-    def _write_outputs(self, result: dict, generation_id: int) -> list[Path]:
+    def _write_outputs(self, result: dict, generation_id: int, folder: Path) -> list[Path]:
         """Every picture of the result, or none: a failed write removes the ones written before it."""
         named = [(rel, f"gen{generation_id}-{n}") for n, rel in enumerate(
             [p for p in result.get("outputs") or [] if p], start=1)]
@@ -209,7 +215,7 @@ class JobFollower:
         written: list[Path] = []
         try:
             for rel, stem in named:
-                written.append(self._copy_out(rel, stem))
+                written.append(self._copy_out(rel, stem, folder))
         except BaseException:
             for path in written:
                 path.unlink(missing_ok=True)

@@ -6,6 +6,7 @@ malformed line raises ParseError with one line of text; nothing else ever escape
 
 from __future__ import annotations
 
+import difflib
 import shlex
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -42,12 +43,14 @@ class ParsedCommand:
 
 
 _IMAGINE_OPTIONS = {"negative": "str", "seed": "str", "aspect": "str", "count": "str", "steps": "str",
-                    "guidance": "str", "scheduler": "str", "style": "str"}
+                    "guidance": "str", "scheduler": "str", "style": "str", "out": "str"}
+_OUT = {"out": "str"}  # a job's pictures go to this folder instead of the console's --out
 
 VERBS: dict[str, Verb] = {v.name: v for v in (
     Verb("help", "help [command]", "list the commands, or explain one", ("topic*",)),
     Verb("quit", "quit", "leave the console"),
-    Verb("as", "as USER_ID [--name NAME]", "act as another (local) user, e.g. `as 2` to try sharing",
+    Verb("as", "as USER_ID [--name NAME]", "act as another (local) user, e.g. `as 2` to try sharing (the name is "
+         "remembered)",
          ("user_id",), 1, {"name": "str"}),
     Verb("whoami", "whoami", "show the acting user"),
     Verb("train", "train PHOTO... [--trigger T] [--class NOUN] [--name NAME] [--family GROUP] [--caption TEXT]... "
@@ -65,29 +68,36 @@ VERBS: dict[str, Verb] = {v.name: v for v in (
     Verb("photos caption", "photos caption SUBJECT NUMBER TEXT...", "set a photo's caption",
          ("subject", "number", "text*"), 2),
     Verb("imagine", "imagine PROMPT... [--negative N] [--seed S] [--aspect A] [--count C] [--steps S] "
-         "[--guidance G] [--scheduler S] [--style S]", "generate images; output files are written to --out",
+         "[--guidance G] [--scheduler S] [--style S] [--out DIR]",
+         "generate images; the files go to the console's --out folder, or to this command's --out DIR",
          ("prompt+",), 1, _IMAGINE_OPTIONS),
-    Verb("reroll", "reroll GENERATION", "same settings, new seed", ("generation",), 1),
-    Verb("variation", "variation GENERATION [INDEX]", "a variation of one image", ("generation", "index"), 1),
-    Verb("upscale", "upscale GENERATION [INDEX]", "upscale one image", ("generation", "index"), 1),
-    Verb("delete", "delete GENERATION", "delete a generation and its files", ("generation",), 1),
-    Verb("headshots", "headshots [SUBJECT] [--count N]", "a pack of professional headshots", ("subject",), 0,
-         {"count": "str"}),
-    Verb("card", "card PROMPT... --greeting TEXT [--layout portrait|landscape|border]",
-         "a holiday card with a typeset greeting", ("prompt+",), 1, {"greeting": "str", "layout": "str"}),
-    Verb("share", "share SUBJECT (--user ID | --server)", "let a user, or everyone in this server, use a subject",
-         ("subject",), 1, {"user": "int", "server": "flag"}),
-    Verb("unshare", "unshare SUBJECT (--user ID | --server)", "take a share back", ("subject",), 1,
+    Verb("reroll", "reroll GENERATION [--out DIR]", "same settings, new seed", ("generation",), 1, _OUT),
+    Verb("variation", "variation GENERATION [INDEX] [--out DIR]", "a variation of one image",
+         ("generation", "index"), 1, _OUT),
+    Verb("upscale", "upscale GENERATION [INDEX] [--out DIR]", "upscale one image", ("generation", "index"), 1, _OUT),
+    Verb("delete", "delete GENERATION", "delete a generation, its stored files and the copies written to out/",
+         ("generation",), 1),
+    Verb("headshots", "headshots [SUBJECT] [--count N] [--out DIR]", "a pack of professional headshots",
+         ("subject",), 0, {"count": "str", **_OUT}),
+    Verb("card", "card PROMPT... --greeting TEXT [--layout portrait|landscape|border] [--out DIR]",
+         "a holiday card with a typeset greeting", ("prompt+",), 1, {"greeting": "str", "layout": "str", **_OUT}),
+    # The console has no server: `--server` is accepted only to take back shares made by older versions.
+    Verb("share", "share SUBJECT --user ID", "let another (local) user use a subject", ("subject",), 1,
+         {"user": "int", "server": "flag"}),
+    Verb("unshare", "unshare SUBJECT --user ID", "take a share back", ("subject",), 1,
          {"user": "int", "server": "flag"}),
     Verb("subjects", "subjects", "your subjects and those shared with you"),
     Verb("styles", "styles", "the installed style LoRAs"),
     Verb("status", "status", "your jobs and their places in the queue"),
-    Verb("cancel", "cancel [JOB]", "cancel a job (your newest when no id is given)", ("job",), 0),
+    Verb("cancel", "cancel [JOB]", "cancel a job (without a number: your only one, or it asks which)", ("job",), 0),
     Verb("wait", "wait [JOB]", "block until that job (or all of yours) has finished", ("job",), 0),
-    Verb("export", "export SUBJECT", "write a zip of the subject's adapter to --out", ("subject",), 1),
-    Verb("forget", "forget --yes", "delete everything stored about the acting user", (), 0, {"yes": "flag"}),
-    Verb("demo-photos", "demo-photos DIR", "write two sample face photos (from scikit-image) to DIR", ("dir",), 1),
-    Verb("admin queue", "admin queue", "every active job (admins)"),
+    Verb("export", "export SUBJECT [--out DIR]", "write a zip of the subject's adapter to the --out folder",
+         ("subject",), 1, _OUT),
+    Verb("forget", "forget --yes", "delete everything stored about the acting user, and their files in out/", (), 0,
+         {"yes": "flag"}),
+    Verb("demo-photos", "demo-photos DIR", "write sample photos of one face (scikit-image's astronaut) to DIR",
+         ("dir",), 1),
+    Verb("admin queue", "admin queue", "every active job (admins; the console's own user 1 is one)"),
     Verb("admin add-style", "admin add-style NAME FILE [--weight W]", "install a style LoRA (admins)",
          ("name", "file"), 2, {"weight": "str"}),
     Verb("admin remove-style", "admin remove-style NAME", "remove a style LoRA (admins)", ("name",), 1),
@@ -115,8 +125,20 @@ def find_verb(tokens: list[str]) -> tuple[Verb, list[str]]:
         return VERBS[first], tokens[1:]
     subs = sorted(name.split(" ", 1)[1] for name in VERBS if name.startswith(first + " "))
     if subs:
+        if len(tokens) > 1:
+            guess = _closest(tokens[1].lower(), subs)
+            if guess:
+                raise ParseError(f"`{first}` has no `{_echo(tokens[1])}`; did you mean `{first} {guess}`?")
         raise ParseError(f"`{first}` needs one of: {', '.join(subs)}.")
-    raise ParseError(f"unknown command `{_echo(tokens[0])}`; type `help` for the list.")
+    guess = _closest(first, [*VERBS, *ALIASES])
+    hint = f"did you mean `{guess}`? " if guess else ""
+    raise ParseError(f"unknown command `{_echo(tokens[0])}`; {hint}type `help` for the list.")
+
+
+def _closest(word: str, choices) -> str | None:
+    """The choice a typo most likely meant (difflib's ratio, at least 0.75), else None."""
+    found = difflib.get_close_matches(word, list(choices), n=1, cutoff=0.75)
+    return found[0] if found else None
 
 
 def _echo(text: str, limit: int = 30) -> str:
@@ -147,7 +169,9 @@ def _split_options(verb: Verb, rest: list[str]) -> tuple[list[str], dict[str, An
         name, has_value, inline = token[2:].partition("=")
         kind = verb.options.get(name)
         if kind is None:
-            raise ParseError(f"`{verb.name}` has no option `--{_echo(name)}`; see `help {verb.name}`.")
+            guess = _closest(name, verb.options)
+            hint = f"did you mean `--{guess}`? " if guess else ""
+            raise ParseError(f"`{verb.name}` has no option `--{_echo(name)}`; {hint}see `help {verb.name}`.")
         if kind == "flag":
             if has_value:
                 raise ParseError(f"`--{name}` takes no value.")

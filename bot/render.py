@@ -14,6 +14,7 @@ import unicodedata
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
+from bot.services.verbs import slash
 from intake.formats import size_text
 
 BAR_WIDTH = 16
@@ -340,22 +341,53 @@ def cluster_view(nodes: Any | None, style: Style = Style.DISCORD) -> str:
 
 def cancel_outcome(outcome: Any) -> str:
     steps = getattr(outcome, "steps_done", 0)
+    label = getattr(outcome, "label", None)
+    job = f"job #{outcome.job_id}" + (f" ({KIND_TITLES.get(outcome.kind, outcome.kind).lower()} {sentence(label, 80)})"
+                                      if label else "")
     if outcome.result == "cancelled" and steps:
-        return (f"Cancelled job #{outcome.job_id}; it had done {steps} step(s) and was waiting to resume, "
-                "so that work is dropped.")
+        return f"Cancelled {job}; it had done {steps} step(s) and was waiting to resume, so that work is dropped."
     if outcome.result == "cancelled":
-        return f"Cancelled job #{outcome.job_id}; it had not started."
-    return f"Stopping job #{outcome.job_id}; it ends within one step."
+        return f"Cancelled {job}; it had not started."
+    return f"Stopping {job}; it ends within one step."
+
+
+def _person(user_id: int, style: Style) -> str:
+    return f"<@{user_id}>" if style is Style.DISCORD else f"user {user_id}"
+
+
+def _still_shared(outcome: Any, style: Style) -> list[str]:
+    """After an unshare: what access remains, and why (the owner always keeps theirs)."""
+    trigger, lines = outcome.trigger, []
+    here = outcome.here_guild in outcome.still_guilds
+    others = len([g for g in outcome.still_guilds if g != outcome.here_guild])
+    if outcome.user_id is not None and here:
+        lines.append(f"They can still use it here, because you shared it with everyone in this server; "
+                     f"{code(slash('unshare-server', subject=trigger), style)} takes that back.")
+    if outcome.user_id is not None and others:
+        lines.append(f"It is also still shared with everyone in {others} other server(s), which they may be in.")
+    if outcome.still_users:
+        people = ", ".join(_person(user, style) for user in outcome.still_users)
+        undo = (code(f"unshare {trigger} --user {outcome.still_users[0]}", style) if style is Style.PLAIN
+                else f"{code('/unshare', style)} with that person")
+        lines.append(f"Still shared with {people} directly, so they keep using it; {undo} takes one back.")
+    if outcome.guild_id is not None and others:
+        lines.append(f"It is still shared with everyone in {others} other server(s).")
+    return lines
 
 
 def share_outcome(outcome: Any, *, unshare: bool, style: Style = Style.DISCORD) -> str:
-    if outcome.user_id is not None:
-        who = f"<@{outcome.user_id}>" if style is Style.DISCORD else f"user {outcome.user_id}"
-    else:
-        who = "everyone in this server"
+    who = _person(outcome.user_id, style) if outcome.user_id is not None else "everyone in this server"
     trigger = code(outcome.trigger, style)
     if unshare:
-        return f"{who} can no longer use {trigger}." if outcome.changed else f"{trigger} was not shared with {who}."
+        if not outcome.changed:
+            return f"{trigger} was not shared with {who}."
+        if outcome.user_id is not None and outcome.here_guild in outcome.still_guilds:
+            head = f"{who} no longer has a share of their own for {trigger}."
+        elif outcome.user_id is not None:
+            head = f"{who} can no longer use {trigger}."
+        else:
+            head = f"Everyone in this server can no longer use {trigger} through the server's share."
+        return "\n".join([head, *_still_shared(outcome, style)])
     return f"{who} can now use {trigger}." if outcome.changed else f"{trigger} was already shared with {who}."
 
 

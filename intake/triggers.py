@@ -141,7 +141,8 @@ def validate_trigger(raw: str, taken_skeletons: Collection[str] = ()) -> TokenVe
         return _reject("invalid_chars", "use only lowercase letters a-z and digits 0-9, no spaces or symbols", token)
     if len(token) < MIN_TRIGGER_CHARS or len(token) > MAX_TRIGGER_CHARS:
         code = "too_short" if len(token) < MIN_TRIGGER_CHARS else "too_long"
-        return _reject(code, f"'{token}' has {len(token)} characters; use 3 to 20", token)
+        count = f"{len(token)} character{'s' if len(token) != 1 else ''}"
+        return _reject(code, f"'{token}' has {count}; use 3 to 20", token)
     if token.isdigit():
         return _reject("no_letters", f"'{token}' is only digits; include at least one letter", token)
     noun = _class_noun_in(token)

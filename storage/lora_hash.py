@@ -1,4 +1,5 @@
-"""The LoRA hash that A1111 and Civitai show: SHA-256 of a safetensors file's tensor data, after its header.
+"""The hashes that A1111 and Civitai show: a LoRA's SHA-256 of its tensor data (after the header), and a checkpoint's
+short hash.
 
 A safetensors file is an 8-byte little-endian header length, a JSON header (tensor names, shapes and offsets, plus
 free-form metadata), then the tensor bytes. Hashing only the bytes after the header makes the hash depend on the
@@ -6,6 +7,10 @@ weights alone: identical weights hash the same whatever the metadata says and in
 written. A1111 calls this its "addnet" hash and shows the first 12 hex digits (`Lora hashes` in PNG metadata);
 Civitai lists the full digest as AutoV3. The whole-file SHA-256 kept on each adapter row stays what it was: the
 integrity check of the stored file.
+
+The file A1111 and ComfyUI load is the kohya copy beside the diffusers file (SD 1.5 and SDXL; FLUX has none), so
+that is the file whose hash the PNGs name (`a1111_lora_file`). A base model's `Model hash` is A1111's: the first
+10 hex digits of the SHA-256 of the whole checkpoint file; a diffusers folder or hub id has none.
 """
 
 from __future__ import annotations
@@ -17,6 +22,8 @@ from pathlib import Path
 
 HEADER_LENGTH_BYTES = 8
 SHORT_HASH_CHARS = 12
+MODEL_HASH_CHARS = 10
+KOHYA_FILE_NAME = "lora_kohya.safetensors"  # beside pytorch_lora_weights.safetensors in an adapter's folder
 _CHUNK = 1 << 20
 
 
@@ -56,3 +63,33 @@ def lora_hash_of_stored(path: Path | str, file_sha256: str | None) -> str:
     if not file_sha256:
         return lora_hash(path)
     return _cached(str(path), file_sha256)
+
+
+def a1111_lora_file(adapter_path: Path | str) -> Path:
+    """The file A1111 and ComfyUI load for an adapter: its kohya copy when it has one, else the file itself."""
+    path = Path(adapter_path)
+    kohya = path.with_name(KOHYA_FILE_NAME)
+    return kohya if kohya.is_file() else path
+
+
+@lru_cache(maxsize=8)
+def _checkpoint_hash(path: str, size: int, mtime_ns: int) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for chunk in iter(lambda: handle.read(_CHUNK), b""):
+            digest.update(chunk)
+    return digest.hexdigest()[:MODEL_HASH_CHARS]
+
+
+def checkpoint_short_hash(model_path: Path | str | None) -> str | None:
+    """A1111's `Model hash` of a single-file checkpoint; None for a diffusers folder, a hub id or nothing."""
+    if not model_path:
+        return None
+    path = Path(model_path).expanduser()
+    try:
+        stat = path.stat()
+    except OSError:
+        return None
+    if not path.is_file():
+        return None
+    return _checkpoint_hash(str(path), stat.st_size, stat.st_mtime_ns)

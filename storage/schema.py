@@ -188,10 +188,32 @@ CREATE TABLE photo_embeddings (
 );
 """
 
+# Copies the console wrote into its output folder (pictures, exports), so `delete` and `forget` remove them with what
+# they copy, and where a job asked for its pictures (`imagine ... --out DIR`). No foreign keys on console_files: a
+# row must outlive its generation or user until the console has removed the file.
+CONSOLE_FILES = """
+CREATE TABLE console_files (
+    id INTEGER PRIMARY KEY,
+    user_id INTEGER NOT NULL,
+    generation_id INTEGER,
+    subject_id INTEGER,
+    path TEXT NOT NULL,
+    sha256 TEXT NOT NULL,
+    created_at REAL NOT NULL
+);
+CREATE INDEX console_files_generation ON console_files(generation_id);
+CREATE INDEX console_files_user ON console_files(user_id);
+CREATE TABLE console_destinations (
+    job_id INTEGER PRIMARY KEY REFERENCES jobs(id) ON DELETE CASCADE,
+    folder TEXT NOT NULL
+);
+"""
+
 MIGRATIONS = [
     Migration(1, "initial schema", INITIAL),
     Migration(2, "ids are never reused (AUTOINCREMENT)", CONSOLE_JOBS_DELIVERED,
               apply=lambda conn: rebuild_with_autoincrement(conn, NEVER_REUSED_IDS)),
     Migration(3, "photo_embeddings: a face identity descriptor per photo", PHOTO_EMBEDDINGS),
     Migration(4, "jobs.node: the cluster node running a job", JOB_NODE),
+    Migration(10, "console_files: the console's copies in its output folder", CONSOLE_FILES),
 ]

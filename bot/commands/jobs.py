@@ -23,7 +23,7 @@ class JobCommands(commands.Cog):
             views = await bot_of(interaction).services.jobs.status(requester(interaction))
             await reply(interaction, render.jobs_view(views))
 
-    @app_commands.command(name="cancel", description="Cancel a job (your newest when no number is given)")
+    @app_commands.command(name="cancel", description="Cancel a job (without a number: your only one, or it asks which)")
     @app_commands.describe(job="The job number from /status")
     @everywhere
     async def cancel(self, interaction: discord.Interaction, job: int | None = None) -> None:

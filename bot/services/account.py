@@ -15,7 +15,7 @@ from bot.services.subject_access import ensure_requester, own_subject
 from bot.services.types import ExportBundle, ForgetOutcome, Requester
 from storage import adapters, forget
 from storage.exports import delete_export, record_export
-from storage.lora_hash import NotSafetensorsError, lora_hash, short_lora_hash
+from storage.lora_hash import NotSafetensorsError, a1111_lora_file, lora_hash, short_lora_hash
 from storage.adapters import Adapter
 from storage.db import transaction
 from storage.subjects import Subject
@@ -35,12 +35,15 @@ class ExportPlan:
 
 
 def weights_hash_lines(path) -> list[str]:
-    """The adapter's LoRA hash as A1111 and Civitai show it (storage.lora_hash), for the README."""
+    """The LoRA hash of the file A1111 and Civitai load (the kohya copy when there is one; storage.lora_hash),
+    for the README."""
+    loaded = a1111_lora_file(path)
     try:
-        full = lora_hash(path)
+        full = lora_hash(loaded)
     except (OSError, NotSafetensorsError):
         return ["LoRA hash: unavailable (the adapter file is not a readable safetensors file)"]
-    return [f"LoRA hash (A1111, Civitai AutoV3: SHA-256 of the tensor data): {full}",
+    return [f"LoRA hash of {loaded.name}, the file A1111 and ComfyUI load (Civitai AutoV3: SHA-256 of the tensor "
+            f"data): {full}",
             f"Short hash, as in the `Lora hashes` of our PNGs: {short_lora_hash(full)}"]
 
 
@@ -87,7 +90,7 @@ class AccountService:
         return ExportBundle(
             path=path, size=size, fits_upload=size <= self.ctx.settings.max_upload_bytes,
             filename=f"likeness-{plan.subject.trigger}-v{plan.adapter.version}.zip", trigger=plan.subject.trigger,
-            version=plan.adapter.version, files=tuple(names),
+            version=plan.adapter.version, files=tuple(names), subject_id=plan.subject.id,
         )
 
     def _plan_export(self, conn: sqlite3.Connection, req: Requester, trigger: str) -> ExportPlan:

@@ -48,7 +48,9 @@ class AdminService:
 
     def _require_admin(self, req: Requester) -> None:
         if not self.ctx.is_admin(req.user_id):
-            raise ServiceError("admins_only", "Only the bot's admins can do that.")
+            raise ServiceError(
+                "admins_only", "Only the bot's admins (the host lists them in LIKENESS_ADMIN_USER_IDS) can do that."
+            )
 
     async def add_style(self, req: Requester, name: str, upload: Upload, weight: float | None = None) -> StyleInfo:
         self._require_admin(req)

@@ -9,6 +9,7 @@ from __future__ import annotations
 import unicodedata
 
 from bot.services.errors import ServiceError
+from intake.typefaces import CJK_PACKAGE, cjk_fonts_installed, needs_cjk, undrawable
 
 MAX_GREETING_CHARS = 120
 MAX_GREETING_LINES = 3
@@ -51,3 +52,25 @@ def validate_layout(raw: object) -> str:
     if layout not in LAYOUTS:
         raise ServiceError("bad_layout", f"The card layout must be one of {', '.join(LAYOUTS)}.")
     return layout
+
+
+def check_drawable(greeting: str) -> None:
+    """Refuse, before anything is queued, a greeting with letters that no installed typeface draws (the card
+    would show empty boxes). Reads font tables: run it in a thread."""
+    missing = undrawable(greeting)
+    if not missing:
+        return
+    shown = ", ".join(missing[:8]) + (", \u2026" if len(missing) > 8 else "")
+    if needs_cjk(missing) and not cjk_fonts_installed():
+        raise ServiceError(
+            "greeting_font",
+            f"The greeting has Japanese, Chinese or Korean letters ({shown}), but the font that draws them "
+            f"(Noto Sans CJK, from the `{CJK_PACKAGE}` package) is not installed on this server, so the card would "
+            "show empty boxes. Ask the bot's host to reinstall Likeness (`scripts/setup-env`), or write the "
+            "greeting in Latin, Greek or Cyrillic letters.",
+        )
+    raise ServiceError(
+        "greeting_font",
+        f"Cards cannot draw these characters of the greeting: {shown} (no font here has them, so they would show "
+        "as empty boxes); leave them out, or write them in another script.",
+    )

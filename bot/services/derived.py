@@ -21,10 +21,12 @@ UPSCALE_STRENGTH = 0.35  # hires fix: re-draws fine detail without changing the 
 
 
 def own_generation(conn: sqlite3.Connection, req: Requester, generation_id: object) -> Generation:
-    generation_id = check_record_id(generation_id, "image")
+    generation_id = check_record_id(generation_id, "generation")
     generation = generations.get_generation(conn, generation_id)
     if generation is None or generation.user_id != req.user_id:
-        raise ServiceError("no_generation", f"You have no image #{generation_id}; only its creator can change it.")
+        raise ServiceError(
+            "no_generation", f"You have no generation #{generation_id}; only the one who made it can change it."
+        )
     return generation
 
 

@@ -9,7 +9,7 @@ from collections.abc import Callable
 from functools import partial
 
 from bot.services import derived
-from bot.services.cards import LAYOUTS, clean_greeting, validate_layout
+from bot.services.cards import LAYOUTS, check_drawable, clean_greeting, validate_layout
 from bot.services.context import ServiceContext
 from bot.services.errors import ServiceError
 from bot.services.generation_queue import (
@@ -79,6 +79,7 @@ class ImagineService:
         text = self._checked_prompt(prompt)
         greeting_text = clean_greeting(greeting)
         check_blocklist(greeting_text, self.ctx.settings.prompt_blocklist)
+        await asyncio.to_thread(check_drawable, greeting_text)
         chosen_layout = validate_layout(layout)
         sampling = sampling_options(self.ctx.family, aspect=LAYOUTS[chosen_layout], count=1)
         build = partial(self._prompt_draft, req=req, kind="card", prompt=text, negative="", sampling=sampling,

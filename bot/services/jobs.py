@@ -8,6 +8,7 @@ from bot.services.context import ServiceContext
 from bot.services.errors import ServiceError
 from bot.services.generation_queue import check_record_id
 from bot.services.types import CancelOutcome, JobView, Requester
+from bot.services.verbs import slash
 from storage import generations, jobs, subjects
 from storage.files import FileStore, UnsafePathError
 from storage.jobs import Job
@@ -25,6 +26,30 @@ def _triggers(conn: sqlite3.Connection, job: Job) -> tuple[int | None, tuple[str
         names = tuple(entry["trigger"] for entry in generation.adapters if entry.get("kind") == "subject")
         return generation.id, names
     return None, ()
+
+
+def job_label(conn: sqlite3.Connection, job: Job) -> str | None:
+    """What a job is about, in a few words: its triggers, or the start of its prompt."""
+    _, triggers = _triggers(conn, job)
+    if triggers:
+        return ", ".join(triggers)
+    if job.kind == "generate":
+        generation = generations.get_generation(conn, job.payload.get("generation_id", 0))
+        if generation is not None and generation.prompt:
+            prompt = " ".join(generation.prompt.split())
+            return f'"{prompt[:37]}\u2026"' if len(prompt) > 40 else f'"{prompt}"'
+    return None
+
+
+def _which_job(conn: sqlite3.Connection, active: list[Job]) -> str:
+    listed = []
+    for job in sorted(active, key=lambda j: j.id):
+        label = job_label(conn, job)
+        what = {"train": "training", "generate": "pictures"}.get(job.kind, job.kind)
+        listed.append(f"#{job.id} ({what}{' ' + label if label else ''}, {job.state})")
+    newest = max(job.id for job in active)
+    return (f"You have {len(active)} jobs running or waiting: {'; '.join(listed)}. Say which one to cancel, "
+            f"e.g. `{slash('cancel-job', job=newest)}`.")
 
 
 def _preview(store: FileStore, key: str | None):
@@ -59,7 +84,8 @@ class JobService:
 
     async def queue(self, req: Requester) -> list[JobView]:
         if not self.ctx.is_admin(req.user_id):
-            raise ServiceError("admins_only", "Only the bot's admins can see the whole queue; /status shows yours.")
+            raise ServiceError("admins_only", "Only the bot's admins (the host lists them in "
+                               "LIKENESS_ADMIN_USER_IDS) can see the whole queue; /status shows yours.")
         return await self.ctx.db.run(self._views, None)
 
     async def cancel(self, req: Requester, job_id: int | None = None) -> CancelOutcome:
@@ -75,7 +101,9 @@ class JobService:
             active = jobs.active_jobs(conn, req.user_id)
             if not active:
                 raise ServiceError("no_jobs", "You have no running or waiting jobs to cancel.")
-            job = max(active, key=lambda j: j.id)
+            if len(active) > 1:
+                raise ServiceError("which_job", _which_job(conn, active))
+            job = active[0]
         else:
             job = jobs.get_job(conn, job_id)
             if job is None or job.user_id != req.user_id:
@@ -83,4 +111,4 @@ class JobService:
         result = jobs.request_cancel(conn, job.id)
         if result not in ("cancelled", "requested"):
             raise ServiceError("job_finished", f"Job #{job.id} has already finished.")
-        return CancelOutcome(job.id, job.kind, result, steps_done=job.step)
+        return CancelOutcome(job.id, job.kind, result, steps_done=job.step, label=job_label(conn, job))

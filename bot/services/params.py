@@ -23,6 +23,7 @@ SCHEDULER_LABELS = {"ddim": "DDIM", "pndm": "PNDM", "euler": "Euler", "euler_a":
 DEFAULT_SCHEDULER = {"sd15": "pndm", "sdxl": "euler", "flux": "euler"}
 BASE_SIZE = {"sd15": 512, "sdxl": 1024, "flux": 1024}
 TINY_BASE_SIZE = 64
+EXACT_AREA_TOLERANCE = 0.25  # an exact-ratio size may differ this much in area from the family's base size
 # width:height of each preset; the area stays near base x base.
 ASPECTS = {"square": (1, 1), "portrait": (3, 4), "landscape": (4, 3), "tall": (9, 16), "wide": (16, 9)}
 _ASPECT_ALIASES = {"1:1": "square", "3:4": "portrait", "4:3": "landscape", "9:16": "tall", "16:9": "wide"}
@@ -177,9 +178,22 @@ def aspect_size(value: Any, family: str) -> tuple[str, int, int]:
             choices = ", ".join(ASPECTS)
             raise ServiceError("bad_aspect", f"I don't know the aspect `{_echo(value)}`; choose one of {choices}.")
     base = TINY_BASE_SIZE if family_spec(family).tiny else BASE_SIZE[base_family(family)]
-    ratio_w, ratio_h = ASPECTS[name]
-    ratio = ratio_w / ratio_h
-    return name, _round_to_multiple(base * math.sqrt(ratio)), _round_to_multiple(base / math.sqrt(ratio))
+    width, height = _exact_size(ASPECTS[name], base) or _nearest_size(ASPECTS[name], base)
+    return name, width, height
+
+
+def _nearest_size(ratio_wh: tuple[int, int], base: int) -> tuple[int, int]:
+    ratio = ratio_wh[0] / ratio_wh[1]
+    return _round_to_multiple(base * math.sqrt(ratio)), _round_to_multiple(base / math.sqrt(ratio))
+
+
+def _exact_size(ratio_wh: tuple[int, int], base: int) -> tuple[int, int] | None:
+    """The preset's exact ratio in multiples of 16 (1:1, 3:4, 4:3 always; 3:4 is 48x64 on the tiny models), with
+    the area nearest base squared; None when no such size comes within EXACT_AREA_TOLERANCE of it (9:16)."""
+    unit_w, unit_h = ratio_wh[0] * SIZE_MULTIPLE, ratio_wh[1] * SIZE_MULTIPLE
+    scale = max(1, round(math.sqrt(base * base / (unit_w * unit_h))))
+    width, height = unit_w * scale, unit_h * scale
+    return (width, height) if abs(width * height / (base * base) - 1) <= EXACT_AREA_TOLERANCE else None
 
 
 def sampling_options(

@@ -28,7 +28,10 @@ from bot.services.verbs import slash
 from storage import jobs, photos, subjects
 from storage.db import transaction
 from storage.subjects import Subject
-from intake.triggers import load_family_tokenizer_encode, suggest_trigger, trigger_skeleton, validate_class_noun, validate_trigger
+from intake.triggers import (
+    load_family_tokenizer_encode, normalise_trigger, suggest_trigger, trigger_skeleton, validate_class_noun,
+    validate_trigger,
+)
 
 log = logging.getLogger(__name__)
 
@@ -77,6 +80,15 @@ class TrainRequest:
     uploads: tuple[Upload, ...] = ()
     family_group: str | None = None
     subject: str | None = None
+
+
+def look_alike_of_own(raw: str, own: Subject) -> ServiceError:
+    """A new trigger that reads like one of the requester's own: refused rather than silently merged."""
+    return ServiceError(
+        "own_look_alike",
+        f"`{shown(raw)}` is too close to your `{own.trigger}`; pick another trigger, or use "
+        f"`{slash('retrain', subject=own.trigger)}` to add these photos to `{own.trigger}`.",
+    )
 
 
 def _retrained_subject(conn: sqlite3.Connection, req: Requester, name: str) -> Subject:
@@ -152,13 +164,15 @@ class TrainingService:
         if group is None:
             self.ctx.limits.check_training_jobs(conn, req.user_id)
         if retrained is not None:
-            return _extend_plan(conn, retrained, group, class_noun)
+            return replace(_extend_plan(conn, retrained, group, class_noun), retrain=not request.uploads)
         raw_trigger, display_name = request.trigger, request.display_name
         taken = subjects.taken_trigger_keys(conn)
         if raw_trigger and raw_trigger.strip():
             own = find_own_subject(conn, req.user_id, raw_trigger)
+            if own is not None and own.trigger != normalise_trigger(raw_trigger):
+                raise look_alike_of_own(raw_trigger, own)
             if own is not None:
-                return _extend_plan(conn, own, group, class_noun)
+                return replace(_extend_plan(conn, own, group, class_noun), retrain=not request.uploads)
             verdict = validate_trigger(raw_trigger, taken)
             if not verdict.ok:
                 raise ServiceError("bad_trigger", f"That trigger won't work: {verdict.message}.")
@@ -188,13 +202,14 @@ class TrainingService:
                 subject = self._subject_for(conn, req, plan)
                 store_checked_photos(conn, self.ctx.store, subject, checked, created)
                 total = photos.count_accepted(conn, subject.id)
-                job_id = self._maybe_queue(conn, req, plan, subject, total)
+                added = sum(1 for item in checked if item.prepared is not None)
+                job_id = self._maybe_queue(conn, req, plan, subject, total, added)
                 look_alikes = tuple(look_alike_notes(conn, subject))
         except BaseException:
             remove_files(self.ctx.store, created)
             raise
-        outcome = train_outcome(self.ctx.settings, replace(plan, subject=subject), job_id, verdicts, total,
-                                jobs.queue_position(conn, job_id) if job_id else None)
+        outcome = train_outcome(self.ctx.settings, replace(plan, subject=subject, added=added), job_id, verdicts,
+                                total, jobs.queue_position(conn, job_id) if job_id else None)
         return replace(outcome, notes=outcome.notes + look_alikes) if look_alikes else outcome
 
     def _subject_for(self, conn: sqlite3.Connection, req: Requester, plan: SubjectPlan) -> Subject:
@@ -217,10 +232,13 @@ class TrainingService:
             ) from None
 
     def _maybe_queue(
-        self, conn: sqlite3.Connection, req: Requester, plan: SubjectPlan, subject: Subject, total: int
+        self, conn: sqlite3.Connection, req: Requester, plan: SubjectPlan, subject: Subject, total: int,
+        added: int,
     ) -> int | None:
         if plan.group is not None or total < self.ctx.settings.min_photos_per_subject:
             return None
+        if added == 0 and not plan.retrain:
+            return None  # nothing new to learn from, and no retraining was asked for
         if not self.ctx.limits.training_slot_free(conn, req.user_id):
             return None  # a job started meanwhile; the photos are kept and the outcome says to retrain later
         return enqueue_training(conn, self.ctx, req, [subject.id])

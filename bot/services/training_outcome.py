@@ -27,6 +27,8 @@ class SubjectPlan:
     known_phashes: tuple[str, ...] = ()
     noun_requested: str | None = None
     extending: bool = False  # the photos go to an existing subject of the requester
+    retrain: bool = False  # an existing subject named with no photos: retrain from the stored ones
+    added: int | None = None  # new photos accepted (known once they are stored)
 
 
 def subject_ref(subject: Subject) -> SubjectRef:
@@ -51,6 +53,11 @@ def _notes(settings: Settings, plan: SubjectPlan, job_id: int | None, total: int
         notes.append(
             f"`{trigger}` has {total} usable photo{'s' if total != 1 else ''}; training needs at least {minimum}, "
             f"so add {missing} more with {slash('photos add')}, then run `{slash('retrain', subject=trigger)}`."
+        )
+    elif job_id is None and plan.added == 0 and plan.extending:
+        notes.append(
+            f"None of the new photos could be used, so no training was queued; `{trigger}` keeps its {total} "
+            f"photos. Run `{slash('retrain', subject=trigger)}` to retrain from them anyway."
         )
     elif job_id is None:
         notes.append(

@@ -132,6 +132,11 @@ class ShareOutcome:
     user_id: int | None
     guild_id: int | None
     changed: bool  # share: a new grant was made; unshare: a grant was removed
+    # After an unshare, the access that remains and why: the servers still granted (a user there keeps using it),
+    # and, after unsharing a server, the people who keep their own grant.
+    still_guilds: tuple[int, ...] = ()
+    still_users: tuple[int, ...] = ()
+    here_guild: int | None = None  # the server the request came from, to say "this server"
 
 
 @dataclass(frozen=True)
@@ -168,6 +173,7 @@ class ExportBundle:
     trigger: str
     version: int
     files: tuple[str, ...]  # names inside the zip
+    subject_id: int | None = None
 
 
 @dataclass(frozen=True)
@@ -209,6 +215,7 @@ class CancelOutcome:
     kind: str
     result: str  # "cancelled" (it was waiting) or "requested" (running; it stops within a step)
     steps_done: int = 0  # a waiting job may have run steps before (a resumed job that was paused)
+    label: str | None = None  # what the job is about: its triggers, or the start of its prompt
 
 
 @dataclass(frozen=True)

@@ -23,6 +23,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "headshots": ("/headshots", "headshots"),
     "card": ("/card", "card"),
     "share": ("/share", "share"),
+    "unshare-server": ("/unshare subject:{subject} server:True", "unshare {subject} --server"),
     "unshare": ("/unshare", "unshare"),
     "subjects": ("/subjects", "subjects"),
     "status": ("/status", "status"),

@@ -52,7 +52,7 @@ async def test_malformed_lines_get_one_line_errors_and_the_session_goes_on(conso
     assert len(lines) == 7
     assert all(line.startswith("error: ") for line in lines[:6])
     assert "no closing quotation" in lines[0] and "unknown command `frobnicate`" in lines[1]
-    assert "--user ID or --server" in lines[2] and "cannot read photo missing.jpg" in lines[5]
+    assert "give --user ID" in lines[2] and "cannot read the photo missing.jpg" in lines[5]
     assert lines[6] == "user 1 (you)"
 
 
@@ -69,23 +69,25 @@ async def test_scripted_session_train_share_export_forget(console_parts, tmp_pat
     photos, out = tmp_path / "photos", tmp_path / "out"
     console = Console(services, out, waits=False)
     printed = await console.run(f"demo-photos {photos}",
-                                f"train --trigger rraj --class person {photos}/astronaut.jpg {photos}/camera.jpg")
-    assert f"wrote {photos / 'astronaut.jpg'}" in printed
-    assert "photo 1 (astronaut.jpg): accepted" in printed and "Training queued as job #1" in printed
+                                f"train --trigger rraj --class person {photos}/astronaut-[12].jpg")
+    assert f"wrote {photos / 'astronaut-1.jpg'}" in printed
+    assert "photo 1 (astronaut-1.jpg): accepted" in printed and "Training queued as job #1" in printed
     driver = QueueDriver(settings)
     try:
         driver.finish_training(driver.claim(("train",)))
     finally:
         driver.close()
     printed = await console.run("subjects", "share rraj --user 2", "as 2", "subjects", "export rraj", "as 1",
-                                "export rraj", "forget", "forget --yes", "subjects", "quit", "status")
+                                "export rraj")
     assert "rraj person (you): ready" in printed
     assert "user 2 can now use rraj." in printed
     assert "Shared with you\n\u2022 rraj person" in printed
     export_line = next(line for line in printed.splitlines() if "written to" in line)
     zip_path = Path(export_line.split("written to ")[1].rstrip("."))
     assert zip_path.parent == out and "pytorch_lora_weights.safetensors" in zipfile.ZipFile(zip_path).namelist()
+    printed = await console.run("forget", "forget --yes", "subjects", "quit", "status")
     assert "run `forget --yes` to confirm" in printed
+    assert not zip_path.exists() and "Removed 1 copy" in printed  # the export zip held the adapter
     assert "Deleted 1 subject(s), 2 photo(s), 1 adapter(s)" in printed
     assert printed.rstrip().endswith("(none)")  # `status` after `quit` never ran
     assert services.store.list_files(user_root(1)) == []
@@ -104,7 +106,7 @@ async def test_scripted_session_with_the_real_worker(console_parts, tmp_path, sh
         console = Console(services, out, waits=True)
         printed = await console.run(
             f"demo-photos {photos}",
-            f"train --trigger rraj --class person {photos}/astronaut.jpg {photos}/camera.jpg",
+            f"train --trigger rraj --class person {photos}/astronaut-1.jpg {photos}/astronaut-2.jpg",
             'imagine "a photo of rraj person as a Van Gogh painting" --seed 7 --count 1',
             "share rraj --user 2", "as 2", 'imagine "a photo of rraj person" --count 1', "as 3",
             'imagine "a photo of rraj person"', "as 1", "export rraj", "forget --yes")
@@ -139,12 +141,25 @@ def test_python_m_bot_without_a_token_starts_the_console_and_says_so_first(tmp_p
 def test_python_m_bot_console_with_a_script_and_no_worker(tmp_path):
     script = tmp_path / "session.txt"
     script.write_text(f"demo-photos {tmp_path / 'photos'}\n"
-                      f"train --trigger rraj {tmp_path / 'photos' / 'astronaut.jpg'} "
-                      f"{tmp_path / 'photos' / 'camera.jpg'}\nstatus\n")
+                      f"train --trigger rraj {tmp_path / 'photos' / 'astronaut-*.jpg'}\nstatus\n"
+                      "admin queue\nimgine a cat\n")
     done = run_cli(["console", "--worker", "none", "--script", str(script)], "", tmp_path)
     assert done.returncode == 0, done.stderr
     assert "Training queued as job #1" in done.stdout and "no worker runs in this console" in done.stdout
+    assert "4 of 4 photo(s) accepted" in done.stdout  # the wildcard named the four demo photos of one person
     assert "#1 Training rraj: queued" in done.stdout
+    assert "#1 Training rraj: queued (next in line) \u2014 user 1" in done.stdout  # the operator is an admin
+    assert "error: unknown command `imgine`; did you mean `imagine`?" in done.stdout
+
+
+def test_console_options_work_without_the_console_word(tmp_path):
+    """`./run-bot --out cards` failed with "invalid choice"; the README shows that form."""
+    script = tmp_path / "s.txt"
+    script.write_text("whoami\n")
+    done = run_cli(["--out", "cards", "--worker", "none", "--script", str(script)], "", tmp_path)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.splitlines()[0] == NO_TOKEN_LINE and "user 1 (you)" in done.stdout
+    assert "invalid choice" not in done.stderr
 
 
 def test_a_bad_setting_stops_start_up_with_one_line(tmp_path):
@@ -157,7 +172,9 @@ def test_a_bad_setting_stops_start_up_with_one_line(tmp_path):
 def test_demo_photos_command(tmp_path):
     done = run_cli(["demo-photos", str(tmp_path / "p")], "", tmp_path)
     assert done.returncode == 0
-    assert (tmp_path / "p" / "astronaut.jpg").stat().st_size > 10_000
+    assert sorted(p.name for p in (tmp_path / "p").iterdir()) == [
+        "astronaut-1.jpg", "astronaut-2.jpg", "astronaut-3.jpg", "astronaut-4.jpg", "selfie.jpg"]
+    assert all(p.stat().st_size > 10_000 for p in (tmp_path / "p").iterdir())
 
 
 def test_sigterm_stops_the_console_and_then_its_worker(tmp_path):

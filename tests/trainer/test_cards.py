@@ -1,5 +1,6 @@
-"""Cards, checked on their pixels: the whole generated picture is visible, the margins are even, the greeting is
-centred in the space left for it, emoji are drawn in colour, and the PNG fits Discord's limit."""
+"""Cards, checked on their pixels: each card and picture box has exactly the README's shape on every family, the
+whole generated picture is visible, the margins are even, the greeting is centred in the space left for it, emoji
+are drawn in colour, Japanese and Chinese are drawn (not boxes), and the PNG fits Discord's limit."""
 
 from __future__ import annotations
 
@@ -8,14 +9,20 @@ import pytest
 from PIL import Image, ImageDraw, ImageFont
 
 from bot.services.cards import LAYOUTS as PICTURE_PRESET
+from bot.services.cards import check_drawable
+from bot.services.errors import ServiceError
 from bot.services.params import ASPECTS, aspect_size
-from trainer.serving.cards import LAYOUTS, PICTURE_ASPECT, card_layout, make_card, shrink_to_fit
-from trainer.serving.greeting_fonts import GreetingFonts, emoji_font_path, greeting_fonts, needs_wide_text_font
+from intake import typefaces
+from intake.typefaces import cjk_fonts_installed, text_typeface_for, undrawable
+from trainer.serving.cards import CARD_ASPECT, LAYOUTS, PICTURE_ASPECT, card_layout, make_card, shrink_to_fit
+from trainer.serving.greeting_fonts import GreetingFonts, emoji_font_path, greeting_fonts
 from trainer.serving.pngmeta import png_bytes
 
 LONG_SIDE = 800
 CODE_BLUE = 128  # no card colour has this blue, so it marks the picture's pixels
 GREETING = "Happy holidays!\nfrom the Rajs"
+JAPANESE = "\u660e\u3051\u307e\u3057\u3066\u304a\u3081\u3067\u3068\u3046"  # a New Year greeting
+CHINESE = "\u5723\u8bde\u5feb\u4e50"  # "Merry Christmas", simplified
 
 
 def coded_picture(width: int, height: int) -> Image.Image:
@@ -65,7 +72,32 @@ def test_each_layout_asks_for_a_picture_of_its_own_box_shape():
         assert spec.picture.width * height == pytest.approx(spec.picture.height * width, rel=0.01)
 
 
+FAMILIES = ("tiny-sd15", "tiny-sdxl", "tiny-flux", "sd15", "sdxl", "flux")
 CASES = [(layout, family) for layout in LAYOUTS for family in ("tiny-sd15", "sd15", "sdxl", "flux")]
+README_SHAPES = {"portrait": ((3, 4), (1, 1)), "landscape": ((4, 3), (3, 4)), "border": ((1, 1), (4, 3))}
+
+
+@pytest.mark.parametrize("family", FAMILIES)
+def test_the_generated_picture_has_exactly_its_boxs_ratio_on_every_family(family):
+    """The issue's tiny model asked for 48x80 (3:5) where the box is 3:4."""
+    for layout in LAYOUTS:
+        width, height = requested_size(layout, family)
+        ratio_w, ratio_h = PICTURE_ASPECT[layout]
+        assert width * ratio_h == height * ratio_w, (layout, family, width, height)
+
+
+@pytest.mark.parametrize("layout, family", [(layout, family) for layout in LAYOUTS for family in FAMILIES])
+def test_cards_and_picture_boxes_have_exactly_the_readmes_shapes(layout, family):
+    """Measured on the pixels: the card is 3:4, 4:3 or square, and the picture fills a box of its exact shape."""
+    card_ratio, picture_ratio = README_SHAPES[layout]
+    assert CARD_ASPECT[layout] == card_ratio and PICTURE_ASPECT[layout] == picture_ratio
+    card = make_card(coded_picture(*requested_size(layout, family)), GREETING, layout, 1600)
+    assert card.width * card_ratio[1] == card.height * card_ratio[0] and max(card.size) == 1600
+    left, top, right, bottom = picture_region(np.asarray(card).astype(int))
+    assert (right - left) * picture_ratio[1] == pytest.approx((bottom - top) * picture_ratio[0], abs=4)
+    spec = card_layout(layout, 1600)
+    assert (left, top, right, bottom) == (spec.picture.left, spec.picture.top, spec.picture.right,
+                                          spec.picture.bottom)
 
 
 @pytest.mark.parametrize("layout, family", CASES)
@@ -175,14 +207,48 @@ def test_zwj_sequences_and_flags_stay_one_emoji_run():
     assert fonts.textlength(family) < 1.6 * fonts.textlength("\U0001F384")  # shaped into one glyph
 
 
-@pytest.mark.parametrize("greeting, wide", [
-    ("Happy holidays \U0001F384\u2764\uFE0F", False), ("Fr\u00f6hliche Weihnachten \U0001F384", True),
-    ("\u00a1Feliz Navidad!", True), ("\u0421 \u0420\u043e\u0436\u0434\u0435\u0441\u0442\u0432\u043e\u043c", True),
+@pytest.mark.parametrize("greeting, face", [
+    ("Happy holidays \U0001F384\u2764\uFE0F", "default"), ("Fr\u00f6hliche Weihnachten \U0001F384", "dejavu"),
+    ("\u00a1Feliz Navidad!", "dejavu"),
+    ("\u0421 \u0420\u043e\u0436\u0434\u0435\u0441\u0442\u0432\u043e\u043c", "dejavu"),
+    (JAPANESE, "noto-jp"), (CHINESE, "noto-sc"), ("\uc0c8\ud574 \ubcf5 \ub9ce\uc774 \ubc1b\uc73c\uc138\uc694", "noto-kr"),
+    (f"Merry Christmas \u2014 {CHINESE} \U0001F384", "noto-sc"),
 ])
-def test_letters_beyond_ascii_get_a_font_that_has_them(greeting, wide):
-    assert needs_wide_text_font(greeting) is wide
-    fonts = greeting_fonts(40, wide)
+def test_letters_beyond_ascii_get_a_font_that_has_them(greeting, face):
+    chosen = text_typeface_for(greeting)
+    assert chosen.name == face and undrawable(greeting) == []
+    fonts = greeting_fonts(40, chosen)
     assert all(fonts.has_glyph(ord(char)) for char in greeting if not char.isspace() and char != "\uFE0F")
+
+
+def _greeting_ink(greeting: str) -> np.ndarray:
+    spec = card_layout("portrait", LONG_SIDE)
+    card = make_card(Image.new("RGB", (64, 64), (128, 128, 128)), greeting, "portrait", LONG_SIDE)
+    return np.asarray(card.crop((spec.text.left, spec.text.top, spec.text.right, spec.text.bottom))).astype(int)
+
+
+def test_japanese_and_chinese_greetings_are_drawn_not_boxes():
+    """Empty boxes (tofu) look the same whatever the character: different greetings of the same length then give
+    the same pixels. Drawn glyphs differ, and are a real share of ink."""
+    assert cjk_fonts_installed()
+    pairs = [("\u3042\u3051\u307e\u3057\u3066", "\u304a\u3081\u3067\u3068\u3046"), ("\u5723\u8bde", "\u5feb\u4e50")]
+    for first, second in pairs:
+        one, other = _greeting_ink(first), _greeting_ink(second)
+        assert (np.abs(one - np.array(card_layout("portrait", LONG_SIDE).ink)).sum(axis=2) < 60).sum() > 500
+        assert (np.abs(one - other).sum(axis=2) > 60).sum() > 500
+
+
+def test_a_greeting_no_font_can_draw_is_refused_before_queueing_with_a_clear_message(monkeypatch):
+    thai = "\u0e2a\u0e27\u0e31\u0e2a\u0e14\u0e35\u0e1b\u0e35\u0e43\u0e2b\u0e21\u0e48"
+    with pytest.raises(ServiceError) as caught:
+        check_drawable(thai)
+    assert caught.value.code == "greeting_font" and "\u0e2a" in caught.value.message
+    check_drawable(JAPANESE)  # drawable: no error
+    monkeypatch.setattr(typefaces, "cjk_typeface", lambda name: None)  # the font package is missing
+    with pytest.raises(ServiceError) as caught:
+        check_drawable(JAPANESE)
+    assert "justmytype-intl-cjk" in caught.value.message and "not installed" in caught.value.message
+    check_drawable("Fr\u00f6hliche Weihnachten \U0001F384")  # everything else still works without it
 
 
 def test_card_is_shrunk_until_its_png_fits_the_limit():

@@ -1,5 +1,6 @@
 """What other tools read from our files: PNG `parameters` (checked with the independent sd-parsers reader), A1111
-sampler names, 32-bit seeds, the A1111/Civitai LoRA hash, and deterministic safetensors headers."""
+sampler names, 32-bit seeds, the A1111/Civitai LoRA hash of the file A1111 loads, kohya's precalculated hashes,
+`Model hash`, and deterministic safetensors headers."""
 
 from __future__ import annotations
 
@@ -17,16 +18,22 @@ from sd_parsers import ParserManager
 
 from bot.services.errors import ServiceError
 from bot.services.params import SEED_LIMIT, SCHEDULERS, random_seed, sampling_options
-from storage.lora_hash import NotSafetensorsError, lora_hash, lora_hash_of_stored, short_lora_hash
+from storage import adapters, subjects
+from storage.files import adapter_root
+from storage.lora_hash import (
+    NotSafetensorsError, checkpoint_short_hash, lora_hash, lora_hash_of_stored, short_lora_hash,
+)
 from tests.trainer.serving_fixtures import (  # noqa: F401 (fixtures)
-    lora_factory, make_world, serving_models_dir, one_torch_thread,
+    lora_factory, make_world, serving_models_dir, one_torch_thread, write_lora,
 )
 from tests.trainer.training_fixtures import make_config, subject, write_photos
 from trainer.families import get_family
 from trainer.serving.pngmeta import SEED_RANGE, ImageParameters, LoraUse, format_parameters, png_bytes
 from trainer.serving.pngmeta import read_parameters
 from trainer.serving.schedulers import A1111_SAMPLER_NAMES, choose_scheduler, default_label
-from trainer.training.export import adapter_metadata, safetensors_metadata, save_sorted
+from trainer.training.export import (
+    adapter_metadata, export_adapter, safetensors_metadata, save_sorted, with_kohya_hashes,
+)
 
 OWNER = 101
 A1111_SAMPLERS = {"DDIM", "PLMS", "Euler", "Euler a", "DPM++ 2M"}  # names in A1111's own sampler list
@@ -205,3 +212,105 @@ def test_kohya_metadata_names_the_output_images_learning_rate_and_tags_with_the_
         "1_ssam woman": {"ssam": 2, "woman": 2},
     }
     assert all(isinstance(value, str) for value in header.values())
+
+
+# The hashes A1111 and Civitai match: computed here with hashlib and safetensors alone, never with our code.
+def tensor_data_sha256(data: bytes) -> str:
+    """A1111's "addnet" hash (Civitai AutoV3): SHA-256 of everything after the safetensors header."""
+    return hashlib.sha256(data[8 + int.from_bytes(data[:8], "little"):]).hexdigest()
+
+
+def kohya_legacy_hash(path) -> str:
+    """kohya sd-scripts' `sshs_legacy_hash`: the tensors saved with only the `ss_*` metadata, then the first 8 hex
+    digits of the SHA-256 of the 64 KiB at offset 1 MiB of those bytes."""
+    with safe_open(str(path), framework="pt") as handle:
+        tensors = {key: handle.get_tensor(key) for key in handle.keys()}
+        metadata = {key: value for key, value in (handle.metadata() or {}).items() if key.startswith("ss_")}
+    data = save(tensors, metadata=metadata)
+    return hashlib.sha256(data[0x100000:0x100000 + 0x10000]).hexdigest()[:8]
+
+
+def header_of(path) -> dict:
+    with safe_open(str(path), framework="pt") as handle:
+        return dict(handle.metadata() or {})
+
+
+def test_kohya_hashes_match_an_independent_computation_on_a_file_over_one_mib(tmp_path):
+    generator = torch.Generator().manual_seed(5)
+    tensors = {"lora_unet_a.lora_down.weight": torch.randn(640, 640, generator=generator),
+               "lora_unet_a.lora_up.weight": torch.randn(640, 8, generator=generator)}
+    path = tmp_path / "big.safetensors"
+    save_sorted(tensors, path, with_kohya_hashes(tensors, {"ss_network_dim": "8", "likeness_note": "x" * 300}))
+    assert path.stat().st_size > 0x110000
+    header = header_of(path)
+    assert header["sshs_model_hash"] == tensor_data_sha256(path.read_bytes())
+    assert header["sshs_legacy_hash"] == kohya_legacy_hash(path) != hashlib.sha256(b"").hexdigest()[:8]
+
+
+def exported_adapter(tmp_path, serving_models_dir):  # noqa: F811
+    """A tiny-sd15 adapter written by the product's export: the diffusers file and the kohya file."""
+    family = get_family("tiny-sd15")
+    pipe = family.load_pipeline(family.resolve_model_path(None, serving_models_dir), "cpu", torch.float32)
+
+    class Captured:  # the fixture's LoRA maker hands its layers to save_lora_weights: keep them instead
+        def __getattr__(self, name):
+            return getattr(family, name)
+
+        def save_lora_weights(self, folder, layers, configs):
+            self.layers, self.configs = layers, configs
+
+    captured = Captured()
+    write_lora(pipe, captured, tmp_path, 3, 4, False, 0.3)
+    metadata = {"rank": 4, "alpha": 4, "resolution": 64, "steps": 8, "seed": 0, "architecture": "sd15",
+                "base_model": "tiny-sd15", "output_name": "likeness-rraj", "num_train_images": 4,
+                "num_class_images": 4, "learning_rate": 1e-3, "tag_frequency": {"1_rraj person": {"rraj": 4}}}
+    adapter, kohya, status = export_adapter(family, tmp_path / "export", captured.layers, captured.configs,
+                                            metadata, 4.0)
+    assert status == "written" and kohya is not None
+    return adapter, kohya
+
+
+def test_the_png_names_the_kohya_file_a1111_loads_with_hashes_a1111_and_civitai_compute(
+        tmp_path, serving_models_dir, lora_factory):  # noqa: F811
+    adapter_file, kohya_file = exported_adapter(tmp_path / "lora", serving_models_dir)
+    kohya_hash, diffusers_hash = tensor_data_sha256(kohya_file.read_bytes()), tensor_data_sha256(
+        adapter_file.read_bytes())
+    assert kohya_hash != diffusers_hash  # different files, different tensors: the PNG must name the right one
+    kohya_header, diffusers_header = header_of(kohya_file), header_of(adapter_file)
+    assert kohya_header["sshs_model_hash"] == kohya_hash and kohya_header["sshs_legacy_hash"] == kohya_legacy_hash(
+        kohya_file)
+    assert diffusers_header["sshs_model_hash"] == diffusers_hash
+    assert diffusers_header["sshs_legacy_hash"] == kohya_legacy_hash(adapter_file)
+    assert kohya_header["ss_resolution"] == "(64, 64)"  # as kohya writes it
+
+    world = make_world(tmp_path, serving_models_dir, lora_factory)
+    world.user(OWNER)
+    subject = subjects.create_subject(world.conn, owner_id=OWNER, trigger="rraj", trigger_key="rraj",
+                                      class_noun="person", display_name="Raj", family="tiny-sd15")
+    key = f"{adapter_root(OWNER, 77)}/pytorch_lora_weights.safetensors"
+    world.store.import_file(adapter_file, key)
+    world.store.import_file(kohya_file, key.replace("pytorch_lora_weights", "lora_kohya"))
+    adapter = adapters.record_adapter(
+        world.conn, owner_id=OWNER, job_id=None, family="tiny-sd15", base_model="tiny-sd15", path=key,
+        sha256=hashlib.sha256(adapter_file.read_bytes()).hexdigest(), size_bytes=adapter_file.stat().st_size,
+        params={}, subject_ids=[subject.id])
+    _, job_id = world.queue(OWNER, "imagine", "a photo of rraj person", [(subject, adapter)])
+    job = world.run(job_id)
+    assert job.state == "succeeded", job.error
+    png = world.store.read_bytes(job.result["outputs"][0])
+    assert read_back(png).metadata["Hashes"] == {"lora:rraj": kohya_hash[:12]}
+    text = read_parameters(png)
+    assert f'Lora hashes: "rraj: {kohya_hash[:12]}"' in text
+    assert "Model hash" not in text  # the tiny base model is a diffusers folder: A1111 has no hash for it
+
+
+def test_model_hash_is_a1111s_short_hash_of_a_single_checkpoint_file_and_absent_for_a_folder(tmp_path):
+    checkpoint = tmp_path / "v1-5-pruned-emaonly.safetensors"
+    checkpoint.write_bytes(bytes(range(256)) * 5000)
+    expected = hashlib.sha256(checkpoint.read_bytes()).hexdigest()[:10]
+    assert checkpoint_short_hash(checkpoint) == expected
+    assert checkpoint_short_hash(tmp_path) is None and checkpoint_short_hash("runwayml/stable-diffusion-v1-5") is None
+    text = format_parameters(sample_parameters(model_hash=expected, model="v1-5-pruned-emaonly"))
+    assert f"Size: 512x768, Model hash: {expected}, Model: v1-5-pruned-emaonly," in text  # A1111's order
+    info = read_back(png_bytes(Image.new("RGB", (8, 8)), text))
+    assert (info.samplers[0].model.name, info.samplers[0].model.hash) == ("v1-5-pruned-emaonly", expected)

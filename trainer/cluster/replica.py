@@ -109,7 +109,8 @@ class GenerationReplica:
         progress = RenderProgress(lambda **_: None, lambda: "cancel" if stop.is_set() else None,
                                   estimated_steps(plan))
         try:
-            rendered = Renderer(plan, runtime, progress, self.store, self.server.model_label(plan.family)).render()
+            rendered = Renderer(plan, runtime, progress, self.store, self.server.model_label(plan.family),
+                                self.server.model_hash(plan.family)).render()
         except RenderStopped:
             reply.error = "stopped"
             return reply

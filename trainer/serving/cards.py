@@ -1,15 +1,16 @@
 """Holiday cards: a generated picture plus the greeting, typeset with Pillow's scalable default font (DejaVu Sans
-for letters beyond ASCII) and colour emoji (trainer/serving/greeting_fonts.py).
+for letters beyond ASCII, Noto Sans CJK for Japanese, Chinese and Korean) and colour emoji
+(trainer/serving/greeting_fonts.py, intake/typefaces.py).
 
-Each layout has a picture shape (PICTURE_ASPECT), which bot/services/cards.py asks the generator for, and the card
-is built around the picture it gets: the picture is scaled whole, never cropped, and one margin (a twentieth of the
-card's long side) separates picture, greeting and the card's edges on every side.
-- portrait: 3:4, a square picture on top, the greeting in a band below it;
-- landscape: 4:3, a 3:4 picture on the left, the greeting in a panel on the right;
-- border: square, a 4:3 picture inset in a coloured frame, the greeting in the frame below it.
-A picture of another shape (generation sizes are rounded to multiples of 16) changes the card's shape slightly,
-never the picture's. The greeting gets the largest font size at which it fits its box, and its ink is centred
-there. The card PNG stays under 10 MiB.
+Every card has exactly its layout's shape (CARD_ASPECT) and a picture box of exactly its own shape (PICTURE_ASPECT),
+which bot/services/cards.py asks the generator for (the generation presets are exact for these ratios on every
+family), and one margin (a twentieth of the card's long side) separates picture, greeting and edges on every side.
+- portrait: a 3:4 card, a square picture on top, the greeting in a band below it;
+- landscape: a 4:3 card, a 3:4 picture on the left, the greeting in a panel on the right;
+- border: a square card, a 4:3 picture inset in a coloured frame, the greeting in the frame below it.
+A picture of another shape (a re-roll of a card made before the presets were exact) is scaled whole into the box
+and centred, never cropped; the card keeps its shape. The greeting gets the largest font size at which it fits its
+box, and its ink is centred there. The card PNG stays under 10 MiB.
 """
 
 from __future__ import annotations
@@ -19,10 +20,11 @@ from dataclasses import dataclass
 
 from PIL import Image, ImageDraw
 
-from trainer.serving.greeting_fonts import GreetingFonts, greeting_fonts, needs_wide_text_font
+from trainer.serving.greeting_fonts import GreetingFonts, greeting_fonts, typeface_for
 from trainer.serving.sheets import wrap_text
 
 LAYOUTS = ("portrait", "landscape", "border")
+CARD_ASPECT = {"portrait": (3, 4), "landscape": (4, 3), "border": (1, 1)}  # width:height
 PICTURE_ASPECT = {"portrait": (1, 1), "landscape": (3, 4), "border": (4, 3)}  # width:height
 MARGINS_PER_LONG_SIDE = 20
 MAX_CARD_BYTES = 10 * 1024 * 1024
@@ -65,38 +67,41 @@ class CardLayout:
 
 
 def card_layout(layout: str, long_side: int = 1600, picture_size: tuple[int, int] | None = None) -> CardLayout:
-    """Where the picture and the greeting go; `picture_size` (default: the layout's own shape) sets the picture's
-    aspect. The greeting's box keeps its size whatever the picture's shape."""
+    """Where the picture box and the greeting go; both, and the card, have their layout's exact shapes.
+    `picture_size` is accepted for callers that know the picture, but never changes the layout."""
     if layout not in LAYOUTS:
         raise ValueError(f"unknown card layout {layout!r}; expected one of {', '.join(LAYOUTS)}")
     margin = long_side // MARGINS_PER_LONG_SIDE
+    card_w, card_h = CARD_ASPECT[layout]
+    width, height = long_side * card_w // max(card_w, card_h), long_side * card_h // max(card_w, card_h)
     ratio_w, ratio_h = PICTURE_ASPECT[layout]
-    nominal = ratio_w / ratio_h
-    aspect = picture_size[0] / picture_size[1] if picture_size else nominal
     if layout == "landscape":  # picture left, greeting right
-        height = long_side * 3 // 4
         picture_h = height - 2 * margin
-        text_w = long_side - 3 * margin - round(picture_h * nominal)
-        picture = Box(margin, margin, margin + max(1, round(picture_h * aspect)), margin + picture_h)
-        width = picture.right + margin + text_w + margin
+        picture = Box(margin, margin, margin + round(picture_h * ratio_w / ratio_h), margin + picture_h)
         text = Box(picture.right + margin, margin, width - margin, height - margin)
     else:  # picture on top, greeting below
-        width = long_side * 3 // 4 if layout == "portrait" else long_side
         picture_w = width - 2 * margin
-        text_h = long_side - 3 * margin - round(picture_w / nominal)
-        picture = Box(margin, margin, margin + picture_w, margin + max(1, round(picture_w / aspect)))
-        height = picture.bottom + margin + text_h + margin
+        picture = Box(margin, margin, margin + picture_w, margin + round(picture_w * ratio_h / ratio_w))
         text = Box(margin, picture.bottom + margin, width - margin, height - margin)
     paper, ink = (FRAME, FRAME_INK) if layout == "border" else (PAPER, INK)
     return CardLayout((width, height), picture, text, paper, ink, margin)
 
 
+def fitted(picture_size: tuple[int, int], box: Box) -> Box:
+    """The largest box of the picture's own shape inside `box`, centred: the whole picture, never cropped."""
+    scale = min(box.width / picture_size[0], box.height / picture_size[1])
+    width, height = min(box.width, round(picture_size[0] * scale)), min(box.height, round(picture_size[1] * scale))
+    left, top = box.left + (box.width - width) // 2, box.top + (box.height - height) // 2
+    return Box(left, top, left + width, top + height)
+
+
 def make_card(picture: Image.Image, greeting: str, layout: str, long_side: int = 1600) -> Image.Image:
     """The finished card: the whole picture scaled into its box, and the greeting centred in the text box."""
-    spec = card_layout(layout, long_side, picture.size)
+    spec = card_layout(layout, long_side)
     card = Image.new("RGB", spec.size, spec.paper)
-    scaled = picture.convert("RGB").resize(spec.picture.size, Image.Resampling.LANCZOS)
-    card.paste(scaled, (spec.picture.left, spec.picture.top))
+    place = fitted(picture.size, spec.picture)
+    scaled = picture.convert("RGB").resize(place.size, Image.Resampling.LANCZOS)
+    card.paste(scaled, (place.left, place.top))
     draw_greeting(card, greeting, spec.text, spec.ink)
     return card
 
@@ -124,10 +129,10 @@ def render_greeting(greeting: str, fonts: GreetingFonts, width: int, ink: tuple[
 
 def fit_greeting(greeting: str, box: Box, ink: tuple[int, int, int]) -> Image.Image | None:
     """The greeting at the largest font size (binary search) at which its ink fits the box and no word is cut."""
-    low, high, best, wide = MIN_FONT, MAX_FONT, None, needs_wide_text_font(greeting)
+    low, high, best, face = MIN_FONT, MAX_FONT, None, typeface_for(greeting)
     while low <= high:
         size = (low + high) // 2
-        fonts = greeting_fonts(size, wide)
+        fonts = greeting_fonts(size, face)
         rendered = render_greeting(greeting, fonts, box.width, ink)
         if rendered is None:
             return None
@@ -137,7 +142,7 @@ def fit_greeting(greeting: str, box: Box, ink: tuple[int, int, int]) -> Image.Im
         else:
             high = size - 1
     if best is None:  # too long even at the smallest size: keep its middle
-        rendered = render_greeting(greeting, greeting_fonts(MIN_FONT, wide), box.width, ink)
+        rendered = render_greeting(greeting, greeting_fonts(MIN_FONT, face), box.width, ink)
         left, top = max(0, (rendered.width - box.width) // 2), max(0, (rendered.height - box.height) // 2)
         best = rendered.crop((left, top, left + min(rendered.width, box.width), top + min(rendered.height, box.height)))
     return best

