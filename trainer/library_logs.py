@@ -11,3 +11,4 @@ def route_model_library_logs() -> None:
     for library in (diffusers_logging, transformers_logging):
         library.disable_default_handler()
         library.enable_propagation()
+        library.set_verbosity_warning()  # whatever an earlier caller in this process chose, notices reach the log

@@ -109,17 +109,22 @@ async def test_scripted_session_with_the_real_worker(console_parts, tmp_path, sh
             f"train --trigger rraj --class person {photos}/astronaut-1.jpg {photos}/astronaut-2.jpg",
             'imagine "a photo of rraj person as a Van Gogh painting" --seed 7 --count 1',
             "share rraj --user 2", "as 2", 'imagine "a photo of rraj person" --count 1', "as 3",
-            'imagine "a photo of rraj person"', "as 1", "export rraj", "forget --yes")
+            'imagine "a photo of rraj person"', "as 1", "export rraj")
+        images = sorted(out.glob("gen*-1.png"))
+        assert len(images) == 2 and all(p.stat().st_size > 0 for p in images)
+        assert (out / "likeness-rraj-v1.zip").exists()
+        forgotten = await console.run("forget --yes")
     finally:
         await worker.stop()
     assert "rraj is trained" in printed
-    images = sorted(out.glob("gen*-1.png"))
-    assert len(images) == 2 and all(p.stat().st_size > 0 for p in images)
     errors = [line for line in printed.splitlines() if line.startswith("error:")]
     assert len(errors) == 1 and "rraj" in errors[0]  # user 3 has no grant
     assert printed.index("now acting as user 3") < printed.index(errors[0])
-    assert (out / "likeness-rraj-v1.zip").exists()
-    assert "Deleted 1 subject(s)" in printed
+    assert "Deleted 1 subject(s)" in forgotten
+    # forget also removes the console's own copies of the owner's pictures and export
+    assert not (out / "likeness-rraj-v1.zip").exists()
+    assert "2 generation(s)" in forgotten and "Removed 3 copies the console wrote" in forgotten
+    assert sorted(out.iterdir()) == []
 
 
 def run_cli(args: list[str], stdin: str, tmp_path: Path, **env_extra) -> subprocess.CompletedProcess:

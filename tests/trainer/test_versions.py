@@ -98,6 +98,8 @@ def test_diffusers_and_transformers_notices_reach_our_log_not_their_own_stream(t
     stream, log_file = io.StringIO(), tmp_path / "likeness.log"
     configure_logging("INFO", stream=stream, log_file=log_file, stream_level="WARNING")
     try:
+        diffusers_logging.set_verbosity_error()  # as an earlier caller in the process may have left it
+        transformers_logging.set_verbosity_error()
         route_model_library_logs()
         diffusers_logging.get_logger("diffusers.loaders.peft").warning("No LoRA keys associated to CLIPTextModel")
         transformers_logging.get_logger("transformers.image_processing").warning("requires torchvision")
